@@ -1,0 +1,20 @@
+# dermflow: HAM10000 → hair removal → image cache → split → (GAN, classifiers, report).
+# Run: snakemake --cores 8 --resources gpu=2          (real HAM10000, config.yaml)
+#      snakemake --profile profiles/demo               (embedded demo dataset, CPU)
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

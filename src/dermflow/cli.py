@@ -1,0 +1,128 @@
+"""The ``dermflow`` command: each stage callable outside Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dermflow.atomic import write_csv, write_json
+from dermflow.errors import DermflowError
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    from dermflow.config import validate_config
+
+    merged: dict = {}
+    for path in args.configs:
+        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    print(yaml.safe_dump(validate_config(merged), sort_keys=False), end="")
+
+
+def _merge(base: dict, update: dict) -> None:
+    """Deep-merge like Snakemake's --configfile."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _make_demo(args: argparse.Namespace) -> None:
+    from dermflow.demo import make_demo_dataset
+
+    meta = make_demo_dataset(args.out, n_images=args.n_images, width=args.width,
+                             height=args.height, seed=args.seed)
+    print(f"wrote {len(meta)} demo images to {args.out}")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from dermflow.download import download_ham10000
+
+    for path in download_ham10000(args.out, external_test=args.external_test):
+        print(path)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from dermflow.validate import image_sources, validate_dataset
+
+    root = Path(args.dataset)
+    manifest, quarantine = validate_dataset(root / args.metadata, image_sources(root),
+                                            args.on_bad_input, threads=args.threads)
+    write_csv(manifest, Path(args.out) / "manifest.csv")
+    write_csv(quarantine, Path(args.out) / "quarantine.csv")
+    print(f"{len(manifest)} usable images, {len(quarantine)} quarantined")
+
+
+def _split(args: argparse.Namespace) -> None:
+    from dermflow.split import make_split, split_summary
+
+    split = make_split(pd.read_csv(args.manifest), args.protocol,
+                       (args.train, args.val, args.test), args.seed)
+    write_csv(split, Path(args.out) / "split.csv")
+    summary = split_summary(split)
+    write_json(summary, Path(args.out) / "summary.json")
+    print(json.dumps(summary["totals"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    parser = argparse.ArgumentParser(prog="dermflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate config files (merged in order)")
+    p.add_argument("configs", nargs="+")
+    p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("make-demo", help="write the embedded demo dataset")
+    p.add_argument("out")
+    p.add_argument("--n-images", type=int, default=320)
+    p.add_argument("--width", type=int, default=100)
+    p.add_argument("--height", type=int, default=75)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_demo)
+
+    p = sub.add_parser("download", help="fetch HAM10000 from Harvard Dataverse")
+    p.add_argument("out")
+    p.add_argument("--external-test", action="store_true",
+                   help="also fetch the ISIC 2018 Task 3 test set")
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("validate", help="check a dataset folder, write manifest/quarantine")
+    p.add_argument("dataset")
+    p.add_argument("out")
+    p.add_argument("--metadata", default="HAM10000_metadata.csv")
+    p.add_argument("--on-bad-input", choices=("fail", "quarantine"), default="fail")
+    p.add_argument("--threads", type=int, default=4)
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("split", help="train/val/test split of a manifest")
+    p.add_argument("manifest")
+    p.add_argument("out")
+    p.add_argument("--protocol", choices=("grouped", "paper"), default="grouped")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--train", type=float, default=0.7)
+    p.add_argument("--val", type=float, default=0.2)
+    p.add_argument("--test", type=float, default=0.1)
+    p.set_defaults(func=_split)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; expected failures print one line, not a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DermflowError as err:
+        print(f"dermflow: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

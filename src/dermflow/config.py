@@ -1,0 +1,81 @@
+"""Config validation: every key is checked before any job runs.
+
+The JSON schema (workflow/schemas/config.schema.yaml) is the single source of
+truth for keys, types, ranges and defaults; errors name the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from dermflow.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _fill_defaults(schema: dict[str, Any], instance: Any) -> None:
+    """Insert schema defaults for absent keys, recursively, before validation."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        schema_keys = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - schema_keys)
+        path = ".".join([path, *unknown[:1]]) if path else ", ".join(unknown)
+        return path
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return ".".join([path, missing[0]]) if path else missing[0]
+    return path or "<top level>"
+
+
+def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        if error.validator == "additionalProperties":
+            yield f"{_key(error)}: unknown key"
+        else:
+            yield f"{_key(error)}: {error.message}"
+    split = config.get("split", {})
+    if all(isinstance(split.get(k), (int, float)) for k in ("train", "val", "test")):
+        total = split["train"] + split["val"] + split["test"]
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            yield f"split: train + val + test must sum to 1, not {total:g}"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Read the config schema."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validate_config(config: dict[str, Any],
+                    schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Return the config with defaults filled in; raise ConfigError listing every bad key."""
+    schema = load_schema(schema_path)
+    filled = copy.deepcopy(config)
+    _fill_defaults(schema, filled)
+    problems = list(_errors(filled, schema))
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return filled
+
+
+def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Read and validate a config file."""
+    with open(path) as fh:
+        return validate_config(yaml.safe_load(fh) or {}, schema_path)

@@ -1,0 +1,17 @@
+"""Errors a user can act on: their message names the file or field at fault."""
+
+
+class DermflowError(Exception):
+    """Base for expected failures; stages print the message, not a traceback."""
+
+
+class ConfigError(DermflowError):
+    """A config value is missing, mistyped or out of range."""
+
+
+class DatasetError(DermflowError):
+    """Raw data is missing, unreadable or inconsistent."""
+
+
+class DownloadError(DermflowError):
+    """Fetching a remote file failed (offline, bad checksum, server error)."""

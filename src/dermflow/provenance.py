@@ -1,0 +1,69 @@
+"""What every result folder records: config, package versions, git commit, device."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dermflow.atomic import write_json
+
+PACKAGES = (
+    "dermflow", "snakemake", "torch", "torchvision", "timm", "numpy", "pandas",
+    "scikit-learn", "opencv-python-headless", "torch-fidelity", "lpips",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(cwd: str | os.PathLike[str] = ".") -> str:
+    """HEAD of the workflow checkout, with '+dirty' for uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def cpu_name() -> str:
+    """CPU model, for a record of where CPU stages ran."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[str, Any],
+                     device: str | None = None) -> Path:
+    """Write ``folder/provenance.json`` for ``stage``."""
+    path = Path(folder) / "provenance.json"
+    write_json({
+        "stage": stage,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "device": device or f"cpu: {cpu_name()} ({os.cpu_count()} cores)",
+        "host": platform.node(),
+    }, path)
+    return path

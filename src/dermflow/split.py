@@ -1,0 +1,99 @@
+"""split_dataset: train/val/test assignment of the real images.
+
+``grouped`` (default) keeps every lesion in one split and stratifies by class.
+Since each lesion has one diagnosis, this decomposes per class: each class's
+lesions are dealt to the splits, largest first, always to the split furthest
+below its target share, so every split gets every class when a class has at
+least three lesions. ``paper`` is the source paper's image-level stratified
+split, kept to measure the leakage it causes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from dermflow.errors import DatasetError
+from dermflow.labels import CLASSES
+
+SPLITS = ("train", "val", "test")
+
+
+def _deal_lesions(sizes: pd.Series, fractions: np.ndarray, rng: np.random.Generator) -> dict:
+    """lesion_id → split index, filling each split towards its share of images."""
+    order = sizes.index.to_numpy()[rng.permutation(len(sizes))]
+    order = sorted(order, key=lambda lesion: -sizes[lesion])  # stable: ties stay shuffled
+    targets = fractions * sizes.sum()
+    counts = np.zeros(len(fractions))
+    assignment = {}
+    for lesion in order:
+        unmet = (targets - counts) / targets
+        choice = int(np.lexsort((-targets, -unmet))[0])  # most unmet share, then larger split
+        assignment[lesion] = choice
+        counts[choice] += sizes[lesion]
+    return assignment
+
+
+def split_grouped(table: pd.DataFrame, fractions: tuple[float, float, float],
+                  seed: int) -> pd.Series:
+    """Split index per row, stratified by dx and grouped by lesion_id."""
+    per_lesion = table.groupby("lesion_id")["dx"].nunique()
+    mixed = per_lesion[per_lesion > 1]
+    if len(mixed):
+        raise DatasetError(f"lesion(s) with several diagnoses: {', '.join(mixed.index[:10])}")
+    split = pd.Series(-1, index=table.index)
+    for k, dx in enumerate(CLASSES):
+        rows = table[table["dx"] == dx]
+        if rows.empty:
+            continue
+        sizes = rows.groupby("lesion_id").size()
+        if len(sizes) < len(SPLITS):
+            raise DatasetError(f"class {dx} has {len(sizes)} lesion(s); a grouped split needs "
+                               f"at least {len(SPLITS)} to put it in every split")
+        rng = np.random.default_rng([seed, k])
+        assignment = _deal_lesions(sizes, np.asarray(fractions, float), rng)
+        split[rows.index] = rows["lesion_id"].map(assignment)
+    return split
+
+
+def split_images(table: pd.DataFrame, fractions: tuple[float, float, float],
+                 seed: int) -> pd.Series:
+    """Split index per row, stratified by dx at image level (the source paper's split)."""
+    train, val, test = fractions
+    rest, test_idx = train_test_split(table.index, test_size=test, stratify=table["dx"],
+                                      random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=val / (train + val),
+                                          stratify=table.loc[rest, "dx"], random_state=seed)
+    split = pd.Series(-1, index=table.index)
+    for k, idx in enumerate((train_idx, val_idx, test_idx)):
+        split[idx] = k
+    return split
+
+
+def make_split(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, float, float],
+               seed: int) -> pd.DataFrame:
+    """split.csv's table: image_id, lesion_id, dx, split — same seed, same split."""
+    table = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
+    if protocol == "grouped":
+        split = split_grouped(table, fractions, seed)
+    elif protocol == "paper":
+        split = split_images(table, fractions, seed)
+    else:
+        raise ValueError(f"protocol: unknown value {protocol!r}")
+    out = table[["image_id", "lesion_id", "dx"]].copy()
+    out["split"] = split.map(dict(enumerate(SPLITS)))
+    return out
+
+
+def split_summary(split: pd.DataFrame) -> dict:
+    """Images per class and split, achieved fractions, and lesions shared across splits."""
+    counts = pd.crosstab(split["dx"], split["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    fractions = counts.div(counts.sum(axis=1), axis=0).round(4)
+    lesion_splits = split.groupby("lesion_id")["split"].nunique()
+    return {
+        "images": {dx: counts.loc[dx].to_dict() for dx in counts.index},
+        "fractions": {dx: fractions.loc[dx].to_dict() for dx in fractions.index},
+        "totals": counts.sum().to_dict(),
+        "lesions_in_several_splits": int((lesion_splits > 1).sum()),
+    }

@@ -1,0 +1,125 @@
+"""Shared fixtures: the repository root and small image datasets made on the fly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+def write_jpeg(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 30)) -> None:
+    """A small random RGB JPEG."""
+    image = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A HAM10000-layout folder: metadata + one image folder, 3 lesions x 2 images per class."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "raw"
+    rows = []
+    n = 0
+    for dx in ("bkl", "nv", "df", "mel", "vasc", "bcc", "akiec"):
+        for lesion in range(3):
+            for _ in range(2):
+                image_id = f"ISIC_{n:07d}"
+                rows.append({"lesion_id": f"HAM_{dx}{lesion}", "image_id": image_id, "dx": dx,
+                             "dx_type": "histo", "age": 50.0, "sex": "male",
+                             "localization": "back"})
+                write_jpeg(root / "HAM10000_images_part_1" / f"{image_id}.jpg", rng)
+                n += 1
+    pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def broken_dataset(tiny_dataset: Path) -> tuple[Path, dict[str, str]]:
+    """tiny_dataset broken seven ways; returns (root, image_id → expected reason)."""
+    root = tiny_dataset
+    images = root / "HAM10000_images_part_1"
+    meta = pd.read_csv(root / "HAM10000_metadata.csv")
+    data = (images / "ISIC_0000000.jpg").read_bytes()
+    (images / "ISIC_0000000.jpg").write_bytes(data[: len(data) // 2])
+    (images / "ISIC_0000001.jpg").unlink()
+    meta.loc[meta["image_id"] == "ISIC_0000002", "dx"] = "melanoma"
+    gray = np.full((30, 40), 128, np.uint8)
+    cv2.imwrite(str(images / "ISIC_0000003.jpg"), gray)
+    (images / "ISIC_0000004.jpg").unlink()
+    cv2.imwrite(str(images / "ISIC_0000004.png"), np.full((30, 40, 4), 200, np.uint8))
+    (images / "ISIC_0000005.jpg").write_text("not an image")
+    meta = pd.concat([meta, meta[meta["image_id"] == "ISIC_0000006"]])
+    meta.to_csv(root / "HAM10000_metadata.csv", index=False)
+    return root, {
+        "ISIC_0000000": "not a readable image",
+        "ISIC_0000001": "missing file",
+        "ISIC_0000002": "unknown dx 'melanoma'",
+        "ISIC_0000003": "colour mode L",
+        "ISIC_0000004": "colour mode RGBA",
+        "ISIC_0000005": "not a readable image",
+        "ISIC_0000006": "duplicate image_id",
+    }
+
+
+WORKFLOW_PARTS = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src")
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow and its library, so tests can edit code and config."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir``; output is returned (and shown when it fails)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True,
+                          env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """rule → job count that a dry run would execute."""
+    out = snakemake(workdir, "-n", *args).stdout
+    jobs: dict[str, int] = {}
+    if "Job stats:" not in out:
+        return jobs
+    table = out.split("Job stats:", 1)[1].splitlines()
+    for line in table[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo DAG, run once per test session; many tests read its outputs."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    snakemake(workdir, "--profile", "profiles/demo")
+    return workdir

@@ -1,0 +1,35 @@
+"""The code hash follows a module's dermflow imports, so a library edit reruns its stage."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dermflow import codehash
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    copy = tmp_path / "dermflow"
+    shutil.copytree(codehash.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "PACKAGE_DIR", copy)
+    return copy
+
+
+def test_closure_follows_imports():
+    closure = codehash.module_closure("dermflow.images")
+    assert closure == ["dermflow.atomic", "dermflow.errors", "dermflow.images"]
+
+
+def test_editing_a_dependency_changes_the_hash(package_copy):
+    images, labels = codehash.code_hash("dermflow.images"), codehash.code_hash("dermflow.labels")
+    with open(package_copy / "atomic.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert codehash.code_hash("dermflow.images") != images
+    assert codehash.code_hash("dermflow.labels") == labels
+
+
+def test_unknown_module_is_an_error():
+    with pytest.raises(ModuleNotFoundError, match="dermflow.nope"):
+        codehash.code_hash("dermflow.nope")

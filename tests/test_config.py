@@ -1,0 +1,62 @@
+"""Config validation: defaults, and errors that name the offending key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from dermflow.config import load_config, validate_config
+from dermflow.errors import ConfigError
+
+
+@pytest.fixture
+def config(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_shipped_configs_are_valid(repo, config):
+    assert load_config(repo / "config.yaml")["protocol"] == "grouped"
+    demo = copy.deepcopy(config)
+    for key, value in yaml.safe_load((repo / "profiles/demo/demo.yaml").read_text()).items():
+        demo[key] = {**demo[key], **value} if isinstance(value, dict) else value
+    assert validate_config(demo)["dataset"]["source"] == "demo"
+
+
+def test_defaults_are_filled(config):
+    del config["hair_removal"]["threshold"]
+    del config["dataset"]["demo"]
+    filled = validate_config(config)
+    assert filled["hair_removal"]["threshold"] == 10
+    assert filled["dataset"]["demo"]["n_images"] == 320
+    assert "threshold" not in config["hair_removal"], "the caller's dict is not modified"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(bogus=1), "bogus: unknown key"),
+        (lambda c: c["hair_removal"].update(treshold=3), "hair_removal.treshold: unknown key"),
+        (lambda c: c.update(image_size="big"), "image_size: 'big' is not of type 'integer'"),
+        (lambda c: c["hair_removal"].update(threshold=300),
+         "hair_removal.threshold: 300 is greater"),
+        (lambda c: c["dataset"].update(source="ftp"), "dataset.source: 'ftp' is not one of"),
+        (lambda c: c.update(protocol="leaky"), "protocol: 'leaky' is not one of"),
+        (lambda c: c["split"].update(val=0.3), "split: train + val + test must sum to 1"),
+        (lambda c: c.pop("dataset"), "dataset: 'dataset' is a required property"),
+    ],
+)
+def test_errors_name_the_key(config, edit, message):
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert message in str(err.value)
+
+
+def test_every_problem_is_reported_at_once(config):
+    config["seed"] = -1
+    config["on_bad_input"] = "ignore"
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert "seed:" in str(err.value) and "on_bad_input:" in str(err.value)

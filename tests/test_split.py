@@ -1,0 +1,61 @@
+"""Splits: grouped by lesion and stratified by class; the paper's split is image-level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermflow.errors import DatasetError
+from dermflow.labels import CLASSES
+from dermflow.split import make_split, split_summary
+
+FRACTIONS = (0.7, 0.2, 0.1)
+
+
+def ham_like(seed: int = 0) -> pd.DataFrame:
+    """A HAM10000-shaped table: imbalanced classes, 1-6 images per lesion."""
+    rng = np.random.default_rng(seed)
+    lesions = {"nv": 400, "mel": 80, "bkl": 70, "bcc": 40, "akiec": 25, "vasc": 10, "df": 8}
+    rows = []
+    for dx, n in lesions.items():
+        for lesion in range(n):
+            for _ in range(rng.integers(1, 7)):
+                rows.append({"image_id": f"ISIC_{len(rows):07d}", "lesion_id": f"HAM_{dx}_{lesion}",
+                             "dx": dx})
+    return pd.DataFrame(rows)
+
+
+def test_grouped_keeps_lesions_together_and_classes_everywhere():
+    split = make_split(ham_like(), "grouped", FRACTIONS, seed=1)
+    assert split.groupby("lesion_id")["split"].nunique().max() == 1
+    summary = split_summary(split)
+    assert summary["lesions_in_several_splits"] == 0
+    for dx in CLASSES:
+        for name, target in zip(("train", "val", "test"), FRACTIONS, strict=True):
+            assert summary["images"][dx][name] > 0
+            if dx in ("nv", "mel", "bkl"):  # big classes land within a few points of the target
+                assert abs(summary["fractions"][dx][name] - target) < 0.03
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    table = ham_like()
+    a = make_split(table, "grouped", FRACTIONS, seed=3)
+    b = make_split(table.sample(frac=1, random_state=0), "grouped", FRACTIONS, seed=3)
+    c = make_split(table, "grouped", FRACTIONS, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["split"] != c["split"]).any()
+
+
+def test_paper_split_is_stratified_by_image_and_leaks_lesions():
+    split = make_split(ham_like(), "paper", FRACTIONS, seed=1)
+    summary = split_summary(split)
+    assert summary["fractions"]["nv"]["test"] == pytest.approx(0.1, abs=0.01)
+    assert summary["lesions_in_several_splits"] > 0
+
+
+def test_class_with_too_few_lesions_is_named():
+    table = ham_like()
+    table = table[~((table["dx"] == "df") & (table["lesion_id"] > "HAM_df_1"))]
+    with pytest.raises(DatasetError, match="class df has 2 lesion"):
+        make_split(table, "grouped", FRACTIONS, seed=0)

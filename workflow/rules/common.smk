@@ -1,0 +1,81 @@
+# Config validation and helpers shared by every rule file.
+import os
+import sys
+from pathlib import Path
+
+# The workflow runs the dermflow library that sits beside it, in this process and in
+# every job (jobs inherit the environment, conda ones included).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from dermflow.codehash import code_hash
+from dermflow.config import validate_config
+from dermflow.errors import ConfigError
+from dermflow.validate import image_sources
+
+try:
+    config.update(
+        validate_config(
+            config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+        )
+    )
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+DATASET = config["dataset"]
+SOURCE = DATASET["source"]
+RAW = DATASET["demo"]["path"] if SOURCE == "demo" else DATASET["path"]
+ENV = "../../envs/dermflow.yaml"
+DOWNLOAD_ZIPS = ["HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip"]
+EXTERNAL_FILES = [
+    "ISIC2018_Task3_Test_Images.zip",
+    "ISIC2018_Task3_Test_GroundTruth.csv",
+]
+
+
+def raw_metadata():
+    """The metadata CSV of the chosen source."""
+    name = "HAM10000_metadata.csv" if SOURCE == "demo" else DATASET["metadata"]
+    return f"{RAW}/{name}"
+
+
+def raw_images():
+    """Zips/folders holding the raw images of the chosen source."""
+    if SOURCE == "download":
+        return [f"{RAW}/{name}" for name in DOWNLOAD_ZIPS]
+    if SOURCE == "demo":
+        return [f"{RAW}/HAM10000_images_part_1"]
+    if not Path(raw_metadata()).is_file():
+        raise WorkflowError(
+            f"dataset.path: no {Path(raw_metadata()).name} in {RAW} "
+            "(dataset.source: local expects the published HAM10000 files there)"
+        )
+    sources = [str(p) for p in image_sources(RAW)]
+    if not sources:
+        raise WorkflowError(f"dataset.path: no image zip or folder in {RAW}")
+    return sources
+
+
+def hair_truth():
+    """Ground-truth hair masks and hair-free images (demo dataset only)."""
+    return [f"{RAW}/hair_truth"] if SOURCE == "demo" else []
+
+
+def hair_index():
+    """Hair-free images for the cache, or none: the raw images pass through."""
+    return ["results/hair/index.csv"] if config["hair_removal"]["enabled"] else []
+
+
+def final_targets():
+    """Everything `snakemake` builds by default."""
+    targets = [
+        "results/data/quarantine.csv",
+        f"results/cache/images_{config['image_size']}.npy",
+        "results/split/split.csv",
+    ]
+    if config["hair_removal"]["enabled"]:
+        targets.append("results/hair/metrics.json")
+    return targets

@@ -1,0 +1,69 @@
+# Acquire the raw data (download, demo, or files on disk) and validate it.
+
+if SOURCE == "download":
+
+    rule download_ham10000:
+        output:
+            metadata=f"{RAW}/HAM10000_metadata.csv",
+            images=[f"{RAW}/{name}" for name in DOWNLOAD_ZIPS],
+            external=[f"{RAW}/{name}" for name in EXTERNAL_FILES]
+            if DATASET["external_test"]
+            else [],
+        params:
+            url=DATASET["dataverse_url"],
+            doi=DATASET["doi"],
+            external_test=DATASET["external_test"],
+            code=code_hash("dermflow.download"),
+        log:
+            "logs/download_ham10000.log",
+        benchmark:
+            "results/benchmarks/download_ham10000.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/download_ham10000.py"
+
+
+if SOURCE == "demo":
+
+    rule make_demo_dataset:
+        output:
+            metadata=f"{RAW}/HAM10000_metadata.csv",
+            images=directory(f"{RAW}/HAM10000_images_part_1"),
+            truth=directory(f"{RAW}/hair_truth"),
+        params:
+            demo=DATASET["demo"],
+            code=code_hash("dermflow.demo"),
+        log:
+            "logs/make_demo_dataset.log",
+        benchmark:
+            "results/benchmarks/make_demo_dataset.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/make_demo_dataset.py"
+
+
+rule validate_dataset:
+    input:
+        metadata=raw_metadata(),
+        images=raw_images(),
+    output:
+        manifest="results/data/manifest.csv",
+        quarantine=report(
+            "results/data/quarantine.csv",
+            caption="../report/quarantine.rst",
+            category="1. Data",
+        ),
+    params:
+        on_bad_input=config["on_bad_input"],
+        code=code_hash("dermflow.validate"),
+    threads: 4
+    log:
+        "logs/validate_dataset.log",
+    benchmark:
+        "results/benchmarks/validate_dataset.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/validate_dataset.py"

@@ -1,0 +1,69 @@
+# Hair removal, the image cache and the train/val/test split.
+
+
+rule remove_hair:
+    input:
+        manifest="results/data/manifest.csv",
+        truth=hair_truth(),
+    output:
+        images=directory("results/hair/images"),
+        masks=directory("results/hair/masks"),
+        index="results/hair/index.csv",
+        figure=report(
+            "results/hair/hair_removal_steps.png",
+            caption="../report/hair_removal_steps.rst",
+            category="2. Preprocessing",
+        ),
+        metrics="results/hair/metrics.json",
+    params:
+        hair=config["hair_removal"],
+        code=code_hash("dermflow.hair"),
+    threads: 8
+    log:
+        "logs/remove_hair.log",
+    benchmark:
+        "results/benchmarks/remove_hair.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/remove_hair.py"
+
+
+rule cache_images:
+    input:
+        manifest="results/data/manifest.csv",
+        hair=hair_index(),
+    output:
+        cache="results/cache/images_{size}.npy",
+        index="results/cache/index_{size}.csv",
+    params:
+        code=code_hash("dermflow.cache"),
+    threads: 8
+    log:
+        "logs/cache_images_{size}.log",
+    benchmark:
+        "results/benchmarks/cache_images_{size}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/cache_images.py"
+
+
+rule split_dataset:
+    input:
+        manifest="results/data/manifest.csv",
+    output:
+        split="results/split/split.csv",
+        summary="results/split/summary.json",
+    params:
+        protocol=config["protocol"],
+        split=config["split"],
+        code=code_hash("dermflow.split"),
+    log:
+        "logs/split_dataset.log",
+    benchmark:
+        "results/benchmarks/split_dataset.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/split_dataset.py"

@@ -1,0 +1,14 @@
+"""Wire rule download_ham10000 to dermflow.download."""
+
+from pathlib import Path
+
+from dermflow.download import download_ham10000
+from dermflow.stage import run_stage
+
+with run_stage(snakemake):
+    download_ham10000(
+        Path(snakemake.output.metadata).parent,
+        base_url=snakemake.params.url,
+        doi=snakemake.params.doi,
+        external_test=snakemake.params.external_test,
+    )

@@ -1,0 +1,16 @@
+"""Wire rule make_demo_dataset to dermflow.demo."""
+
+from pathlib import Path
+
+from dermflow.demo import make_demo_dataset
+from dermflow.stage import run_stage
+
+with run_stage(snakemake):
+    demo = snakemake.params.demo
+    make_demo_dataset(
+        Path(snakemake.output.metadata).parent,
+        n_images=demo["n_images"],
+        width=demo["width"],
+        height=demo["height"],
+        seed=demo["seed"],
+    )
