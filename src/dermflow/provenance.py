@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[str, Any],
-                     device: str | None = None) -> Path:
+def device_description() -> str:
+    """The GPU(s) this process used, or the CPU: read after the work, so it is what ran."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        return f"cuda: {', '.join(names)} (CUDA_VISIBLE_DEVICES={visible})"
+    return f"cpu: {cpu_name()} ({os.cpu_count()} cores)"
+
+
+def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[str, Any]) -> Path:
     """Write ``folder/provenance.json`` for ``stage``."""
     path = Path(folder) / "provenance.json"
     write_json({
@@ -63,7 +73,7 @@ def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[st
         "packages": package_versions(),
         "python": platform.python_version(),
         "git_commit": git_commit(),
-        "device": device or f"cpu: {cpu_name()} ({os.cpu_count()} cores)",
+        "device": device_description(),
         "host": platform.node(),
     }, path)
     return path

@@ -97,3 +97,8 @@ def split_summary(split: pd.DataFrame) -> dict:
         "totals": counts.sum().to_dict(),
         "lesions_in_several_splits": int((lesion_splits > 1).sum()),
     }
+
+
+def training_pool(split: pd.DataFrame, protocol: str) -> pd.Series:
+    """Which real images anything may learn from: the train split, or (paper) all of them."""
+    return split["split"] == "train" if protocol == "grouped" else pd.Series(True, split.index)

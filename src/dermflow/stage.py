@@ -7,16 +7,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dermflow.errors import DermflowError
 from dermflow.provenance import write_provenance
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextmanager
-def run_stage(smk: Any, device: str | None = None) -> Iterator[logging.Logger]:
+def run_stage(smk: Any) -> Iterator[logging.Logger]:
     """Log to the rule's log file and stderr; on success record provenance beside the outputs.
 
     Expected failures (bad data, bad config, offline) end the job with status 1 and
@@ -33,7 +36,7 @@ def run_stage(smk: Any, device: str | None = None) -> Iterator[logging.Logger]:
     logger = logging.getLogger(f"dermflow.{smk.rule}")
     try:
         yield logger
-        write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config), device)
+        write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
     except DermflowError as err:
         logger.error("%s", err)
         raise SystemExit(1) from None
@@ -41,3 +44,16 @@ def run_stage(smk: Any, device: str | None = None) -> Iterator[logging.Logger]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+@contextmanager
+def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
+    """run_stage plus the GPU claim for the rule's ``gpu`` resource and its CPU threads."""
+    import torch  # only GPU stages pay for importing torch
+
+    from dermflow.device import claim_gpus
+
+    with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0))) as claim:
+        logger.info("device: %s", claim.reason)
+        torch.set_num_threads(max(1, smk.threads))
+        yield logger, claim.device

@@ -29,6 +29,8 @@ DATASET = config["dataset"]
 SOURCE = DATASET["source"]
 RAW = DATASET["demo"]["path"] if SOURCE == "demo" else DATASET["path"]
 ENV = "../../envs/dermflow.yaml"
+CACHE = f"results/cache/images_{config['image_size']}.npy"
+CACHE_INDEX = f"results/cache/index_{config['image_size']}.csv"
 DOWNLOAD_ZIPS = ["HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip"]
 EXTERNAL_FILES = [
     "ISIC2018_Task3_Test_Images.zip",
@@ -73,8 +75,9 @@ def final_targets():
     """Everything `snakemake` builds by default."""
     targets = [
         "results/data/quarantine.csv",
-        f"results/cache/images_{config['image_size']}.npy",
-        "results/split/split.csv",
+        "results/split/summary.json",
+        "results/baseline/metrics.json",
+        "results/attention/attention.npy",
     ]
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")

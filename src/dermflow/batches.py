@@ -1,0 +1,92 @@
+"""Batches straight from the uint8 image cache, augmented on the training device.
+
+The cache is copied to the GPU once when it fits, so a training step is an
+index gather plus batched tensor ops: no DataLoader workers, no JPEG decoding,
+no CPU bottleneck. On the CPU the same code runs on the memory-mapped array.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+GPU_SHARE = 0.5  # the cache may take at most this share of free GPU memory
+
+
+class ImageTensor:
+    """N x H x W x 3 uint8 images (on the device when they fit) and their labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.device = device
+        on_gpu = device.type == "cuda" and images.nbytes < GPU_SHARE * torch.cuda.mem_get_info(
+            device)[0]
+        tensor = torch.from_numpy(np.array(images))  # one read of the memmap into memory
+        self.images = tensor.to(device) if on_gpu else (
+            tensor.pin_memory() if device.type == "cuda" else tensor)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long, device=device)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.resident = on_gpu or device.type == "cpu"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float NCHW (channels_last) images and labels; augmented if a generator."""
+        index = index.to(self.images.device)
+        x = self.images[index].to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255)
+        if generator is not None:
+            x = augment(x, generator)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last), self.labels[index.to(self.device)]
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, *, rotate: float = 180.0,
+            scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.05,
+            jitter: float = 0.1) -> torch.Tensor:
+    """Per-image random flips, rotation/scale/shift and colour jitter, as one batched op.
+
+    Dermoscopy has no canonical orientation, so any rotation and both flips are
+    label-preserving; reflection padding avoids black corners.
+    """
+    n = x.shape[0]
+    angle = _uniform(n, -rotate, rotate, generator) * math.pi / 180
+    zoom = _uniform(n, *scale, generator)
+    flip_x = torch.where(_uniform(n, 0, 1, generator) < 0.5, -1.0, 1.0)
+    flip_y = torch.where(_uniform(n, 0, 1, generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    shift_x, shift_y = (_uniform(n, -shift, shift, generator) * 2 for _ in range(2))
+    theta = torch.stack([  # rotation/zoom times flip, then shift (grid units span 2)
+        torch.stack([cos * flip_x, -sin * flip_y, shift_x], 1),
+        torch.stack([sin * flip_x, cos * flip_y, shift_y], 1),
+    ], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    brightness = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
+    contrast = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
+    saturation = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
+    gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(
+        1, keepdim=True)
+    x = gray + (x - gray) * saturation
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean
+    return (x * brightness).clamp_(0, 1)
+
+
+def batches(index: torch.Tensor, batch_size: int, *, drop_last: bool = False,
+            ) -> list[torch.Tensor]:
+    """Consecutive chunks of an index tensor."""
+    chunks = list(index.split(batch_size))
+    if drop_last and len(chunks) > 1 and len(chunks[-1]) < batch_size:
+        chunks.pop()
+    return chunks

@@ -1,0 +1,47 @@
+"""GPU-side batching and augmentation (run here on the CPU: the same code)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dermflow.batches import ImageTensor, augment, batches
+
+CPU = torch.device("cpu")
+
+
+def test_batch_is_normalised_channels_last_and_aligned():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    data = ImageTensor(images, np.arange(6), CPU, (0.5, 0.4, 0.3), (0.2, 0.25, 0.5))
+    x, y = data.batch(torch.tensor([4, 1]))
+    assert y.tolist() == [4, 1]
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    expected = (images[4].transpose(2, 0, 1) / 255 - np.array([0.5, 0.4, 0.3])[:, None, None]) \
+        / np.array([0.2, 0.25, 0.5])[:, None, None]
+    np.testing.assert_allclose(x[0].numpy(), expected, atol=1e-5)
+
+
+def test_augment_is_seeded_per_image_and_label_preserving():
+    x = torch.rand(8, 3, 16, 16)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    c = augment(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_identity_settings_leave_images_alone():
+    x = torch.rand(4, 3, 16, 16)
+    y = augment(x, torch.Generator().manual_seed(0), rotate=0, scale=(1, 1), shift=0, jitter=0)
+    # only flips remain: each output is the input or a flip of it
+    for a, b in zip(x, y, strict=True):
+        assert any(torch.allclose(f, b, atol=1e-5) for f in
+                   (a, a.flip(-1), a.flip(-2), a.flip(-1).flip(-2)))
+
+
+def test_batches_drop_only_a_short_tail():
+    chunks = batches(torch.arange(10), 4, drop_last=True)
+    assert [len(c) for c in chunks] == [4, 4]
+    assert [len(c) for c in batches(torch.arange(10), 4)] == [4, 4, 2]

@@ -1,0 +1,21 @@
+"""Wire rule extract_attention to dermflow.baseline."""
+
+from dermflow.baseline import extract_attention
+from dermflow.stage import gpu_stage
+
+with gpu_stage(snakemake) as (log, device):
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    extract_attention(
+        inp.model,
+        inp.cache,
+        inp.index,
+        inp.split,
+        protocol=par.protocol,
+        settings=par.settings,
+        device=device,
+        seed=par.seed,
+        precision=par.precision,
+        out_npy=out.attention,
+        out_index=out.index,
+        out_figure=out.figure,
+    )
