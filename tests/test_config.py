@@ -60,3 +60,16 @@ def test_every_problem_is_reported_at_once(config):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert "seed:" in str(err.value) and "on_bad_input:" in str(err.value)
+
+
+def test_strings_from_nested_command_line_config_are_typed(config):
+    # snakemake --config 'split={seed: 7}' delivers '7'
+    config["split"] = {"seed": "7", "train": "0.7", "val": "0.2", "test": "0.1"}
+    config["hair_removal"]["enabled"] = "false"
+    config["baseline"]["compile"] = "true"
+    filled = validate_config(config)
+    assert filled["split"]["seed"] == 7 and filled["split"]["val"] == 0.2
+    assert filled["hair_removal"]["enabled"] is False and filled["baseline"]["compile"] is True
+    config["split"]["seed"] = "seven"
+    with pytest.raises(ConfigError, match="split.seed: 'seven' is not of type 'integer'"):
+        validate_config(config)

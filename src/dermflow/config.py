@@ -31,6 +31,35 @@ def _fill_defaults(schema: dict[str, Any], instance: Any) -> None:
             _fill_defaults(sub, instance[key])
 
 
+SCALARS = {"integer": int, "number": (int, float), "boolean": bool}
+
+
+def _coerce(schema: dict[str, Any], instance: Any) -> Any:
+    """Typed values from strings where the schema wants a number or boolean.
+
+    Snakemake parses nested ``--config 'split={seed: 7}'`` values with YAML's
+    BaseLoader, so every nested scalar arrives as a string.
+    """
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce(props[k], v) if k in props else v for k, v in instance.items()}
+    if isinstance(instance, list) and "items" in schema:
+        return [_coerce(schema["items"], v) for v in instance]
+    wanted = SCALARS.get(schema.get("type", ""))
+    if wanted is not None and isinstance(instance, str):
+        try:
+            value = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        if isinstance(value, wanted) and not (wanted is not bool and isinstance(value, bool)):
+            return value
+    enum = schema.get("enum")
+    if enum and isinstance(instance, str) and instance not in enum:
+        value = yaml.safe_load(instance) if instance in ("true", "false") else instance
+        return value if value in enum else instance
+    return instance
+
+
 def _key(error: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
@@ -67,7 +96,7 @@ def validate_config(config: dict[str, Any],
                     schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Return the config with defaults filled in; raise ConfigError listing every bad key."""
     schema = load_schema(schema_path)
-    filled = copy.deepcopy(config)
+    filled = _coerce(schema, copy.deepcopy(config))
     _fill_defaults(schema, filled)
     problems = list(_errors(filled, schema))
     if problems:

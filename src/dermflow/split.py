@@ -10,6 +10,8 @@ split, kept to measure the leakage it causes.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -18,6 +20,7 @@ from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def _deal_lesions(sizes: pd.Series, fractions: np.ndarray, rng: np.random.Generator) -> dict:
@@ -83,6 +86,8 @@ def make_split(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, fl
         raise ValueError(f"protocol: unknown value {protocol!r}")
     out = table[["image_id", "lesion_id", "dx"]].copy()
     out["split"] = split.map(dict(enumerate(SPLITS)))
+    log.info("%s split (seed %d) of %d images: %s", protocol, seed, len(out),
+             out["split"].value_counts().reindex(list(SPLITS)).to_dict())
     return out
 
 

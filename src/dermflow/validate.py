@@ -31,6 +31,7 @@ MANIFEST_COLUMNS = ("image_id", "lesion_id", "dx", "label", "path", "width", "he
 QUARANTINE_COLUMNS = ("image_id", "path", "reason")
 MAX_LISTED = 50
 IMAGE_ID = re.compile(r"ISIC_\d+")  # segmentation masks (ISIC_..._segmentation.png) do not match
+NOT_IMAGES = re.compile(r"segmentation|mask|truth")  # lesion masks, the demo's hair truth
 
 
 def image_sources(root: str | os.PathLike[str]) -> list[Path]:
@@ -38,8 +39,10 @@ def image_sources(root: str | os.PathLike[str]) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
-    sources = sorted(p for p in root.glob("*.zip") if "segmentation" not in p.name.lower())
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+    sources = sorted(p for p in root.glob("*.zip") if not NOT_IMAGES.search(p.name.lower()))
+    folders = [p for p in root.rglob("*") if p.is_dir()
+               and not NOT_IMAGES.search(str(p.relative_to(root)).lower())]
+    for folder in sorted(folders):
         if any(f.suffix.lower() in IMAGE_SUFFIXES and IMAGE_ID.fullmatch(f.stem)
                for f in folder.iterdir()):
             sources.append(folder)

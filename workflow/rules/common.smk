@@ -1,5 +1,4 @@
 # Config validation and helpers shared by every rule file.
-import os
 import sys
 from pathlib import Path
 
@@ -7,9 +6,10 @@ from pathlib import Path
 # every job (jobs inherit the environment, conda ones included).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
-)
+
+from dermflow.jobenv import export_src
+
+export_src(SRC)
 
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config
