@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,9 +94,12 @@ def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """The metrics model selection and progress lines use."""
     pred = probs.argmax(1)
+    with warnings.catch_warnings():  # early epochs predict classes absent from a small split
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(labels, pred)
     return {
         "accuracy": float((pred == labels).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "balanced_accuracy": float(balanced),
         "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
     }
 

@@ -1,0 +1,81 @@
+"""The baseline and attention stages on the demo DAG, including a killed-and-resumed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SNAKEMAKE, snakemake
+
+from dermflow.labels import CLASSES
+
+pytestmark = pytest.mark.workflow
+
+
+def test_baseline_beats_chance_on_test_split(demo_run):
+    metrics = json.loads((demo_run / "results/baseline/metrics.json").read_text())
+    assert metrics["test"]["balanced_accuracy"] > 1 / len(CLASSES) + 0.15
+    history = pd.read_csv(demo_run / "results/baseline/history.csv")
+    assert len(history) >= 1 and history["images_per_s"].gt(0).all()
+    assert metrics["best_epoch"] == int(history["val_macro_f1"].idxmax()) + 1
+    saved = torch.load(demo_run / "results/baseline/model.pt", weights_only=False)
+    assert saved["architecture"] == "resnetv2_50" and saved["settings"]["pretrained"] is False
+    assert not (demo_run / "results/checkpoints/train_baseline/last.pt").exists()
+
+
+def test_attention_maps_cover_the_training_pool(demo_run):
+    maps = np.load(demo_run / "results/attention/attention.npy", mmap_mode="r")
+    index = pd.read_csv(demo_run / "results/attention/index.csv")
+    cache_index = pd.read_csv(next((demo_run / "results/cache").glob("index_*.csv")))
+    split = pd.read_csv(demo_run / "results/split/split.csv").set_index("image_id")["split"]
+    assert maps.dtype == np.float16 and maps.shape[0] == len(cache_index)
+    assert list(index["image_id"]) == list(cache_index["image_id"])
+    pool = index["in_pool"].to_numpy()
+    assert (split[index["image_id"]].to_numpy() == "train").tolist() == pool.tolist()
+    peaks = maps.reshape(len(maps), -1).max(1).astype(float)
+    assert np.allclose(peaks[pool], 1) and (peaks[~pool] == 0).all()
+    assert maps.min() >= 0
+    assert (demo_run / "results/attention/attention_overlays.png").stat().st_size > 0
+
+
+def test_gpu_rules_log_their_device(demo_run):
+    for rule in ("train_baseline", "extract_attention"):
+        assert "no GPU: running on the CPU" in (demo_run / f"logs/{rule}.log").read_text()
+
+
+def test_killed_training_resumes_to_the_same_model(demo_run, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    checkpoint = workdir / "results/checkpoints/train_baseline/last.pt"
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--profile", "profiles/demo", "--forcerun", "train_baseline",
+         "--until", "train_baseline"],
+        cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()
+                                        if k != "PYTHONPATH"})
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "training never checkpointed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "results/baseline/model.pt").exists()
+
+    # what a user does after Snakemake itself was killed: unlock, then rerun
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--profile", "profiles/demo", "--until", "train_baseline",
+              "--rerun-incomplete")
+    assert "resuming from" in (workdir / "logs/train_baseline.log").read_text()
+    ours = torch.load(workdir / "results/baseline/model.pt", weights_only=False)["state_dict"]
+    reference = torch.load(demo_run / "results/baseline/model.pt",
+                           weights_only=False)["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
