@@ -54,6 +54,5 @@ def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
     from dermflow.device import claim_gpus
 
     with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0))) as claim:
-        logger.info("device: %s", claim.reason)
         torch.set_num_threads(max(1, smk.threads))
         yield logger, claim.device

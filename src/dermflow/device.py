@@ -1,0 +1,211 @@
+"""Claiming GPUs for a job: Snakemake counts GPUs but never assigns them locally.
+
+Locally, a job takes an exclusive ``flock`` on one lock file per free GPU and
+restricts itself to those GPUs with CUDA_VISIBLE_DEVICES, so ``--resources
+gpu=2`` puts two jobs on two different GPUs. The kernel drops a ``flock`` when
+its process dies, so a killed job never leaves a stale claim. Under a scheduler
+(SLURM) that has already set CUDA_VISIBLE_DEVICES, that choice is used as it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dermflow.errors import DermflowError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_DIR = "/tmp/dermflow-gpu-locks"
+CPU_REASON = "no GPU: running on the CPU"
+
+
+class DeviceError(DermflowError):
+    """The GPUs a job needs cannot be had (all held, or too few assigned)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The device a job computes on and the physical GPUs it holds."""
+
+    device: torch.device  # cuda:0 (the first claimed GPU after remapping) or cpu
+    physical: tuple[int, ...]  # physical GPU indices held; empty on the CPU
+    reason: str  # one line for the log saying how the device was chosen
+
+
+def _visible_ids() -> list[int] | None:
+    """CUDA_VISIBLE_DEVICES as indices (None when unset); like CUDA, a negative id ends it."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    ids: list[int] = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        try:
+            index = int(item)
+        except ValueError:
+            raise DeviceError(f"CUDA_VISIBLE_DEVICES={value!r}: dermflow needs GPU indices, "
+                              f"not {item!r} (UUIDs and MIG ids are not supported)") from None
+        if index < 0:
+            break
+        ids.append(index)
+    return ids
+
+
+def _scheduler() -> str | None:
+    """Who assigned this job's CUDA_VISIBLE_DEVICES, if that choice is to be trusted."""
+    if os.environ.get("DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES") == "1":
+        return "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES=1"
+    if "SLURM_JOB_ID" in os.environ:
+        return f"SLURM job {os.environ['SLURM_JOB_ID']}"
+    return None
+
+
+def _cpu(reason: str = CPU_REASON) -> Claim:
+    claim = Claim(torch.device("cpu"), (), reason)
+    log.info("%s", claim.reason)
+    return claim
+
+
+def _lock_dir(lock_dir: str | Path | None) -> Path:
+    """The lock folder, created world-writable (sticky, like /tmp) for every user's jobs."""
+    folder = Path(lock_dir or os.environ.get("DERMFLOW_GPU_LOCK_DIR") or DEFAULT_LOCK_DIR)
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return folder
+    folder.chmod(0o1777)  # umask would narrow mkdir's mode; sticky: no one deletes others' locks
+    return folder
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding ``path`` exclusively, or None when another job holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: flock works read-only too
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except PermissionError:
+            raise DeviceError(f"cannot open the GPU lock {path}: its owner must make it "
+                              "readable (chmod 666)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o666)  # so other users' jobs can open it for writing too
+    with suppress(OSError):  # opened read-only: the holder note is informative only
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, as its holder wrote it."""
+    try:
+        note = path.read_text().strip()
+    except OSError:
+        note = ""
+    return f"held by {note}" if note else "held"
+
+
+@contextmanager
+def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: int | None = None,
+               timeout: float = 3600.0, poll: float = 1.0) -> Iterator[Claim]:
+    """Hold ``n`` GPUs that no other dermflow job on this machine holds, or the CPU if none.
+
+    Enter it before anything initialises CUDA: the claim works by setting
+    CUDA_VISIBLE_DEVICES, which CUDA reads only once. ``device_count`` (default
+    ``torch.cuda.device_count()``, which counts through NVML without initialising
+    CUDA) lets tests fake GPUs. Waits up to ``timeout`` seconds, retrying every
+    ``poll``, then raises DeviceError naming the GPUs held by others.
+    """
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if n <= 0:
+        yield _cpu()
+        return
+    visible = _visible_ids()
+    scheduler = _scheduler()
+    if scheduler is not None and visible is not None:
+        if not visible:
+            yield _cpu()
+            return
+        if len(visible) < n:
+            raise DeviceError(f"{n} GPUs needed but {scheduler} assigned only "
+                              f"CUDA_VISIBLE_DEVICES={previous}")
+        claim = Claim(torch.device("cuda", 0), tuple(visible),
+                      f"CUDA_VISIBLE_DEVICES={previous} set by the scheduler ({scheduler})")
+        log.info("%s", claim.reason)
+        yield claim
+        return
+    count = torch.cuda.device_count() if device_count is None else device_count
+    pool = (list(range(count)) if visible is None else visible)[:max(count, 0)]
+    if not pool:
+        yield _cpu()
+        return
+    if n > len(pool):
+        raise DeviceError(f"{n} GPUs needed but only {len(pool)} available: {pool}")
+    if torch.cuda.is_initialized():
+        raise DeviceError("CUDA was initialised before claim_gpus(), so CUDA_VISIBLE_DEVICES "
+                          "can no longer pick the GPU: claim the GPU first")
+    folder = _lock_dir(lock_dir)
+    deadline = time.monotonic() + timeout
+    with ExitStack() as locks:
+        while True:
+            held: list[int] = []
+            busy: list[int] = []
+            for gpu in pool:
+                fd = _try_lock(folder / f"gpu{gpu}.lock")
+                if fd is None:
+                    busy.append(gpu)
+                    continue
+                locks.callback(os.close, fd)
+                held.append(gpu)
+                if len(held) == n:
+                    break
+            if len(held) == n:
+                break
+            locks.close()  # all or nothing: a partial grab would starve other jobs while we wait
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holders = "; ".join(f"GPU {gpu} {_holder(folder / f'gpu{gpu}.lock')}"
+                                    for gpu in busy)
+                raise DeviceError(f"could not claim {n} free GPU(s) of {pool} within "
+                                  f"{timeout:g} s: {holders} (locks in {folder})")
+            time.sleep(min(poll, left))
+        ids = ",".join(map(str, held))
+        source = f"CUDA_VISIBLE_DEVICES={previous}" if visible is not None else str(len(pool))
+        files = ", ".join(str(folder / f"gpu{gpu}.lock") for gpu in held)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids
+        claim = Claim(torch.device("cuda", 0), tuple(held),
+                      f"claimed GPU {ids} of {source} (lock {files})")
+        log.info("%s", claim.reason)
+        try:
+            yield claim
+        finally:
+            if previous is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
+def describe(claim: Claim) -> str:
+    """The hardware behind a claim, for provenance records (results depend on it)."""
+    if claim.device.type == "cuda":
+        return ", ".join(torch.cuda.get_device_name(i) for i in range(len(claim.physical)))
+    with suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"

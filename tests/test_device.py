@@ -1,0 +1,295 @@
+"""GPU claims without a GPU: fake device counts, real processes, real flock locks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dermflow.device import Claim, DeviceError, claim_gpus, describe
+
+CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it forks
+
+
+@pytest.fixture(autouse=True)
+def no_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a plain local job, whatever the machine running the tests set."""
+    for var in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES",
+                "DERMFLOW_GPU_LOCK_DIR"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def hold(lock_dir: str, count: int, records: Any, release: Any, start: Any = None,
+         visible: str | None = None, seconds: float = 30) -> None:
+    """A job: claim one GPU, record when and what it held, keep it until released."""
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    if start is not None:
+        start.wait(10)
+    with claim_gpus(1, lock_dir=lock_dir, device_count=count, timeout=30, poll=0.005) as claim:
+        records.put(("start", os.getpid(), claim.physical[0],
+                     os.environ["CUDA_VISIBLE_DEVICES"], time.monotonic()))
+        release.wait(seconds)
+        records.put(("end", os.getpid(), claim.physical[0], None, time.monotonic()))
+
+
+def try_claim(n: int, **kwargs: Any) -> None:
+    """Claim and give back at once: for claims that are meant to fail."""
+    with claim_gpus(n, **kwargs):
+        pass
+
+
+def spawn_holders(lock_dir: Path, count: int, jobs: int, records: Any, **kwargs: Any
+                  ) -> tuple[list[Any], list[Any]]:
+    releases = [CTX.Event() for _ in range(jobs)]
+    procs = [CTX.Process(target=hold, args=(str(lock_dir), count, records, release),
+                         kwargs=kwargs, daemon=True) for release in releases]
+    for proc in procs:
+        proc.start()
+    return procs, releases
+
+
+def finish(procs: list[Any], releases: list[Any]) -> None:
+    for release in releases:
+        release.set()
+    for proc in procs:
+        proc.join(10)
+        assert proc.exitcode == 0
+
+
+def test_a_third_job_waits_for_a_released_gpu(tmp_path: Path) -> None:
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 2, 3, records)
+    try:
+        first = [records.get(timeout=10) for _ in range(2)]
+        assert [r[0] for r in first] == ["start", "start"]
+        assert sorted(r[2] for r in first) == [0, 1]
+        assert all(r[3] == str(r[2]) for r in first)  # each sees only its own GPU
+        with pytest.raises(queue.Empty):  # both GPUs held: the third must wait
+            records.get(timeout=0.5)
+        pids = [p.pid for p in procs]
+        _, freed_pid, freed_gpu, _, _ = first[0]
+        releases[pids.index(freed_pid)].set()
+        after = {r[0]: r for r in (records.get(timeout=10) for _ in range(2))}
+        assert after["end"][1] == freed_pid
+        assert after["start"][1] not in (first[0][1], first[1][1])
+        assert after["start"][2] == freed_gpu
+        assert after["end"][4] < after["start"][4]
+    finally:
+        finish(procs, releases)
+
+
+def test_concurrent_jobs_never_share_a_gpu(tmp_path: Path) -> None:
+    records = CTX.Queue()
+    start = CTX.Event()
+    procs, releases = spawn_holders(tmp_path, 2, 6, records, start=start, seconds=0.05)
+    start.set()  # six jobs race for two GPUs, each holding its GPU for 50 ms
+    spans: dict[int, dict[str, Any]] = {}
+    for _ in range(2 * len(procs)):
+        kind, pid, gpu, visible, t = records.get(timeout=10)
+        spans.setdefault(pid, {"gpu": gpu})[kind] = t
+        if kind == "start":
+            assert visible == str(gpu)
+    finish(procs, releases)
+    assert len(spans) == 6
+    timeline = sorted(spans.values(), key=lambda s: s["start"])
+    for i, a in enumerate(timeline):
+        overlapping = [b for b in timeline[i + 1:] if b["start"] < a["end"]]
+        assert all(b["gpu"] != a["gpu"] for b in overlapping), "two jobs held one GPU"
+        assert sum(b["start"] <= a["start"] < b["end"] for b in timeline) <= 2
+
+
+def want_two(lock_dir: str, records: Any, release: Any) -> None:
+    """A job that needs two GPUs at once."""
+    with claim_gpus(2, lock_dir=lock_dir, device_count=2, timeout=30, poll=0.01) as claim:
+        records.put((claim.physical, os.environ["CUDA_VISIBLE_DEVICES"]))
+        release.wait(30)
+
+
+def test_all_or_nothing_does_not_hog_a_free_gpu(tmp_path: Path) -> None:
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 1, 1, records, visible="1")  # holds GPU 1
+    assert records.get(timeout=10)[2] == 1
+    pair, done = CTX.Queue(), CTX.Event()
+    waiter = CTX.Process(target=want_two, args=(str(tmp_path), pair, done), daemon=True)
+    waiter.start()
+    try:
+        tried = tmp_path / "gpu0.lock"  # the waiter leaves its pid there on each try
+        deadline = time.monotonic() + 10
+        while not tried.exists() or f"pid {waiter.pid} " not in tried.read_text():
+            assert time.monotonic() < deadline, "the 2-GPU claim never tried GPU 0"
+            time.sleep(0.005)
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=5, poll=0.002) as one:
+            assert one.physical == (0,)  # the waiting 2-GPU claim kept no partial grab
+            finish(procs, releases)  # GPU 1 is free now, GPU 0 still ours
+            with pytest.raises(queue.Empty):
+                pair.get(timeout=0.3)
+        assert pair.get(timeout=10) == ((0, 1), "0,1")
+    finally:
+        finish([*procs, waiter], [*releases, done])
+
+
+def test_timeout_names_the_held_gpu_and_its_holder(tmp_path: Path) -> None:
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 1, 1, records, visible="1")
+    try:
+        records.get(timeout=10)
+        assert (tmp_path / "gpu1.lock").read_text().strip() == (
+            f"pid {procs[0].pid} on {socket.gethostname()}")
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError) as err:
+            try_claim(2, lock_dir=tmp_path, device_count=2, timeout=0.2, poll=0.05)
+        assert time.monotonic() - t0 >= 0.2
+        message = str(err.value)
+        assert f"GPU 1 held by pid {procs[0].pid}" in message and "GPU 0" not in message
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as claim:
+            assert claim.physical == (0,)  # the failed 2-GPU claim let GPU 0 go
+    finally:
+        finish(procs, releases)
+
+
+def test_killed_holder_releases_its_gpu(tmp_path: Path) -> None:
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 1, 1, records)
+    assert records.get(timeout=10)[0] == "start"
+    with pytest.raises(DeviceError, match="GPU 0 held"):
+        try_claim(1, lock_dir=tmp_path, device_count=1, timeout=0.05, poll=0.01)
+    os.kill(procs[0].pid, signal.SIGKILL)
+    procs[0].join(10)
+    assert procs[0].exitcode == -signal.SIGKILL
+    with claim_gpus(1, lock_dir=tmp_path, device_count=1, timeout=5, poll=0.01) as claim:
+        assert claim.physical == (0,)
+
+
+@pytest.mark.parametrize(("env", "n", "physical", "says"), [
+    ({"SLURM_JOB_ID": "123", "CUDA_VISIBLE_DEVICES": "5"}, 1, (5,), "SLURM job 123"),
+    ({"DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES": "1", "CUDA_VISIBLE_DEVICES": "4,6"}, 2, (4, 6),
+     "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES=1"),
+])
+def test_scheduler_assignment_is_used_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            env: dict[str, str], n: int,
+                                            physical: tuple[int, ...], says: str) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with claim_gpus(n, lock_dir=tmp_path / "locks", device_count=0) as claim:
+        assert claim.physical == physical and claim.device == torch.device("cuda", 0)
+        assert says in claim.reason
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"]
+    assert not (tmp_path / "locks").exists()
+
+
+def test_scheduler_with_too_few_gpus_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(DeviceError, match="assigned only CUDA_VISIBLE_DEVICES=3"):
+        try_claim(2)
+
+
+def test_slurm_without_gpu_assignment_claims_locally(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "8")
+    with claim_gpus(1, lock_dir=tmp_path, device_count=1) as claim:
+        assert claim.physical == (0,) and (tmp_path / "gpu0.lock").exists()
+
+
+def test_user_restricted_pool_is_respected_and_restored(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    with claim_gpus(1, lock_dir=tmp_path, device_count=2) as claim:
+        assert claim.physical == (2,) and os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+        assert "of CUDA_VISIBLE_DEVICES=2,3" in claim.reason
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 2, 1, records)  # inherits 2,3; holds GPU 2
+    try:
+        assert records.get(timeout=10)[2:4] == (2, "2")
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=5, poll=0.01) as claim:
+            assert claim.physical == (3,) and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    finally:
+        finish(procs, releases)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu2.lock", "gpu3.lock"]
+
+
+def test_claim_is_released_and_env_restored_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), claim_gpus(1, lock_dir=tmp_path, device_count=1) as c:
+        assert c.reason == f"claimed GPU 0 of 1 (lock {tmp_path / 'gpu0.lock'})"
+        raise RuntimeError("training crashed")
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    with claim_gpus(1, lock_dir=tmp_path, device_count=1, timeout=0) as claim:
+        assert claim.physical == (0,)
+
+
+@pytest.mark.parametrize(("n", "count", "visible"), [(1, 0, None), (0, 2, None), (1, 2, "-1"),
+                                                     (1, 2, "")])
+def test_no_gpu_means_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, count: int,
+                          visible: str | None) -> None:
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with claim_gpus(n, lock_dir=tmp_path / "locks", device_count=count) as claim:
+        assert claim == Claim(torch.device("cpu"), (), "no GPU: running on the CPU")
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") == visible
+    assert not (tmp_path / "locks").exists()
+
+
+def test_unusable_requests_fail_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DeviceError, match="3 GPUs needed but only 2"):
+        try_claim(3, lock_dir=tmp_path, device_count=2)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(DeviceError, match="CUDA was initialised before"):
+        try_claim(1, lock_dir=tmp_path, device_count=2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234")
+    with pytest.raises(DeviceError, match="UUIDs"):
+        try_claim(1, lock_dir=tmp_path, device_count=2)
+
+
+def test_default_lock_dir_is_shared_by_all_users(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "shared" / "locks"
+    monkeypatch.setenv("DERMFLOW_GPU_LOCK_DIR", str(folder))
+    old = os.umask(0o077)
+    try:
+        with claim_gpus(1, device_count=1):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o1777
+            assert stat.S_IMODE((folder / "gpu0.lock").stat().st_mode) == 0o666
+    finally:
+        os.umask(old)
+
+
+def test_another_users_read_only_lock_file_still_locks(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "gpu0.lock").write_text("pid 1 on elsewhere\n")
+    real_open = os.open
+    other_user = [True]  # this job may not write the file; the next job may
+
+    def open_as(path: Any, flags: int, *args: Any) -> int:
+        if other_user[0] and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_as)
+    with claim_gpus(1, lock_dir=tmp_path, device_count=1) as claim:
+        assert claim.physical == (0,)
+        other_user[0] = False
+        with pytest.raises(DeviceError, match="GPU 0 held by pid 1 on elsewhere"):
+            try_claim(1, lock_dir=tmp_path, device_count=1, timeout=0)
+
+
+def test_describe_names_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = describe(Claim(torch.device("cpu"), (), "no GPU: running on the CPU"))
+    assert cpu
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert f": {cpu}" in cpuinfo.read_text()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
+    claim = Claim(torch.device("cuda", 0), (4, 6), "test")
+    assert describe(claim) == "Fake GPU 0, Fake GPU 1"
