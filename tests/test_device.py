@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from dermflow.device import Claim, DeviceError, claim_gpus, describe
+from dermflow.device import Claim, DeviceError, claim_gpus
 
 CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it forks
 
@@ -282,14 +282,3 @@ def test_another_users_read_only_lock_file_still_locks(tmp_path: Path,
         other_user[0] = False
         with pytest.raises(DeviceError, match="GPU 0 held by pid 1 on elsewhere"):
             try_claim(1, lock_dir=tmp_path, device_count=1, timeout=0)
-
-
-def test_describe_names_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = describe(Claim(torch.device("cpu"), (), "no GPU: running on the CPU"))
-    assert cpu
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
-        assert f": {cpu}" in cpuinfo.read_text()
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
-    claim = Claim(torch.device("cuda", 0), (4, 6), "test")
-    assert describe(claim) == "Fake GPU 0, Fake GPU 1"

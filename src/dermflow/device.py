@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import platform
 import socket
 import time
 from collections.abc import Iterator
@@ -197,15 +196,3 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = previous
-
-
-def describe(claim: Claim) -> str:
-    """The hardware behind a claim, for provenance records (results depend on it)."""
-    if claim.device.type == "cuda":
-        return ", ".join(torch.cuda.get_device_name(i) for i in range(len(claim.physical)))
-    with suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
