@@ -22,6 +22,7 @@ from dermflow.atomic import atomic_path, write_csv, write_json
 from dermflow.attention import plot_overlays, smoothgrad, write_attention
 from dermflow.batches import ImageTensor
 from dermflow.cache import load_cache
+from dermflow.errors import DatasetError
 from dermflow.figures import plot_history
 from dermflow.labels import CLASSES
 from dermflow.split import training_pool
@@ -38,7 +39,7 @@ def load_split_cache(cache_npy: str | os.PathLike[str], index_csv: str | os.Path
     index = index.merge(split, on="image_id", how="left", validate="one_to_one")
     if index["split"].isna().any():
         missing = index.loc[index["split"].isna(), "image_id"].head(5).tolist()
-        raise ValueError(f"{split_csv} has no split for cached images {missing}")
+        raise DatasetError(f"{split_csv} has no split for cached images {missing}")
     return images, index
 
 

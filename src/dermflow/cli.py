@@ -16,21 +16,14 @@ from dermflow.errors import DermflowError
 
 
 def _check_config(args: argparse.Namespace) -> None:
+    from snakemake.utils import update_config
+
     from dermflow.config import validate_config
 
     merged: dict = {}
-    for path in args.configs:
-        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    for path in args.configs:  # merged as Snakemake merges --configfile
+        update_config(merged, yaml.safe_load(Path(path).read_text()) or {})
     print(yaml.safe_dump(validate_config(merged), sort_keys=False), end="")
-
-
-def _merge(base: dict, update: dict) -> None:
-    """Deep-merge like Snakemake's --configfile."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 def _make_demo(args: argparse.Namespace) -> None:
