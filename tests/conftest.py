@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The one pretrained network the build machines have (AlexNet conv layers, for LPIPS).
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
 
 @pytest.fixture(scope="session")
@@ -121,5 +123,8 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 def demo_run(tmp_path_factory) -> Path:
     """The demo DAG, run once per test session; many tests read its outputs."""
     workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    if SHARED_WEIGHTS.is_dir():  # config weights_dir: resources/weights
+        (workdir / "resources").mkdir()
+        (workdir / "resources/weights").symlink_to(SHARED_WEIGHTS)
     snakemake(workdir, "--profile", "profiles/demo")
     return workdir

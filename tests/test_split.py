@@ -8,7 +8,7 @@ import pytest
 
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
-from dermflow.split import make_split, split_summary
+from dermflow.split import make_split, pool_split, split_summary
 
 FRACTIONS = (0.7, 0.2, 0.1)
 
@@ -59,3 +59,32 @@ def test_class_with_too_few_lesions_is_named():
     table = table[~((table["dx"] == "df") & (table["lesion_id"] > "HAM_df_1"))]
     with pytest.raises(DatasetError, match="class df has 2 lesion"):
         make_split(table, "grouped", FRACTIONS, seed=0)
+
+
+def synthetic_for(split: pd.DataFrame, n: int) -> pd.DataFrame:
+    """A generate_synthetic manifest drawing sources from the train split."""
+    sources = split[split["split"] == "train"].sample(n, replace=True, random_state=0)
+    return pd.DataFrame({"synthetic_id": [f"SYN_{i:07d}" for i in range(n)],
+                         "lesion_id": sources["lesion_id"].to_numpy(),
+                         "dx": sources["dx"].to_numpy(),
+                         "source_image_id": sources["image_id"].to_numpy()})
+
+
+def test_grouped_pool_puts_synthetic_images_in_train_only():
+    split = make_split(ham_like(), "grouped", FRACTIONS, seed=1)
+    pooled = pool_split(split, synthetic_for(split, 300), "grouped", FRACTIONS, seed=1)
+    synthetic = pooled[pooled["source"] == "synthetic"]
+    assert len(synthetic) == 300 and (synthetic["split"] == "train").all()
+    real = pooled[pooled["source"] == "real"].set_index("image_id")["split"]
+    assert real.equals(split.set_index("image_id")["split"])
+
+
+def test_paper_pool_splits_real_and_synthetic_together():
+    split = make_split(ham_like(), "paper", FRACTIONS, seed=1)
+    pooled = pool_split(split, synthetic_for(split, 600), "paper", FRACTIONS, seed=1)
+    assert len(pooled) == len(split) + 600
+    shares = pooled["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.7, abs=0.01)
+    synthetic = pooled[pooled["source"] == "synthetic"]
+    assert (synthetic["split"] != "train").sum() > 100  # the leak the paper's protocol has
+    assert split_summary(pooled)["lesions_in_several_splits"] > 0

@@ -45,7 +45,11 @@ def _coerce(schema: dict[str, Any], instance: Any) -> Any:
         return {k: _coerce(props[k], v) if k in props else v for k, v in instance.items()}
     if isinstance(instance, list) and "items" in schema:
         return [_coerce(schema["items"], v) for v in instance]
-    wanted = SCALARS.get(schema.get("type", ""))
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if "null" in types and instance in ("null", "~"):
+        return None
+    wanted = next((SCALARS[t] for t in types if t in SCALARS), None)
     if wanted is not None and isinstance(instance, str):
         try:
             value = yaml.safe_load(instance)
@@ -85,6 +89,10 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
         total = split["train"] + split["val"] + split["test"]
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             yield f"split: train + val + test must sum to 1, not {total:g}"
+    size, depth = config.get("image_size"), config.get("gan", {}).get("depth")
+    if isinstance(size, int) and isinstance(depth, int) and size % 2**depth:
+        yield (f"gan.depth: the generator halves the image {depth} times, so image_size must be "
+               f"divisible by {2**depth} (it is {size})")
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:

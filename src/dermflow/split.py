@@ -107,3 +107,30 @@ def split_summary(split: pd.DataFrame) -> dict:
 def training_pool(split: pd.DataFrame, protocol: str) -> pd.Series:
     """Which real images anything may learn from: the train split, or (paper) all of them."""
     return split["split"] == "train" if protocol == "grouped" else pd.Series(True, split.index)
+
+
+POOL_COLUMNS = ("image_id", "lesion_id", "dx", "source", "source_image_id", "split")
+
+
+def pool_split(split: pd.DataFrame, manifest: pd.DataFrame, protocol: str,
+               fractions: tuple[float, float, float], seed: int) -> pd.DataFrame:
+    """Real + synthetic images with their split.
+
+    ``grouped``: real images keep their split and synthetic ones join train only.
+    ``paper``: the pooled set is split 70:20:10 at image level, stratified by class,
+    as the source paper did, so synthetic images (and their sources' lesions) reach
+    val and test and the leakage can be measured.
+    """
+    real = split.assign(source="real", source_image_id=split["image_id"])
+    synthetic = pd.DataFrame({"image_id": manifest["synthetic_id"],
+                              "lesion_id": manifest["lesion_id"], "dx": manifest["dx"],
+                              "source": "synthetic",
+                              "source_image_id": manifest["source_image_id"], "split": "train"})
+    table = pd.concat([real, synthetic], ignore_index=True)
+    if protocol == "paper":
+        table["split"] = split_images(table, fractions, seed).map(dict(enumerate(SPLITS)))
+    elif protocol != "grouped":
+        raise ValueError(f"protocol: unknown value {protocol!r}")
+    log.info("%s pool: %s", protocol,
+             table.groupby(["source", "split"]).size().to_dict())
+    return table[list(POOL_COLUMNS)]

@@ -49,8 +49,13 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # model/data identity, for the hash
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()
-                              ).hexdigest()[:16]
+        return fingerprint(self)
+
+
+def fingerprint(settings: Any) -> str:
+    """A short hash of a dataclass of settings: a checkpoint resumes only the run it belongs to."""
+    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
 
 
 @dataclass
@@ -104,7 +109,8 @@ def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically, so a job killed while writing leaves the previous epoch's checkpoint."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -128,10 +134,10 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                               dtype=torch.float32, device=device)
     history: list[dict[str, float]] = []
     best_state, best_metric, best_epoch, start = None, -1.0, -1, 0
-    fingerprint = cfg.fingerprint()
+    run_id = cfg.fingerprint()
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved["fingerprint"] == fingerprint:
+        if saved["fingerprint"] == run_id:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             history, best_metric, best_epoch = saved["history"], saved["best_metric"], saved[
@@ -175,8 +181,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                  epoch + 1, cfg.epochs, train_loss, val["macro_f1"], val["balanced_accuracy"],
                  val["accuracy"], row["images_per_s"])
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+            save_checkpoint(checkpoint, {
+                "fingerprint": run_id, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "history": history,
                 "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state})
     if best_state is None:

@@ -78,6 +78,8 @@ def final_targets():
         "results/split/summary.json",
         "results/baseline/metrics.json",
         "results/attention/attention.npy",
+        "results/synthetic/quality.json",
+        "results/synthetic/split.csv",
     ]
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")

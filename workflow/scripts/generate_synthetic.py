@@ -1,0 +1,22 @@
+"""Wire rule generate_synthetic to dermflow.synthesis."""
+
+from dermflow.stage import gpu_stage
+from dermflow.synthesis import generate_synthetic
+
+with gpu_stage(snakemake) as (log, device):
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    generate_synthetic(
+        inp.generator,
+        inp.cache,
+        inp.index,
+        inp.split,
+        inp.attention,
+        protocol=par.protocol,
+        settings=par.settings,
+        device=device,
+        seed=par.seed,
+        precision=par.precision,
+        out_npy=out.images,
+        out_manifest=out.manifest,
+        out_figure=out.figure,
+    )
