@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/baseline.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/classifier.smk"
 
 
 rule all:

@@ -89,6 +89,15 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
         total = split["train"] + split["val"] + split["test"]
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             yield f"split: train + val + test must sum to 1, not {total:g}"
+    experiments = config.get("experiments")
+    if isinstance(experiments, list) and all(isinstance(e, dict) for e in experiments):
+        names = [e.get("name") for e in experiments]
+        for name in sorted({n for n in names if names.count(n) > 1}, key=str):
+            yield f"experiments: the name {name!r} is used more than once"
+        deit = [e.get("name") for e in experiments if e.get("model") == "resnet50v2_deit"]
+        if deit and isinstance(config.get("image_size"), int) and config["image_size"] % 16:
+            yield (f"image_size: DeiT cuts 16-pixel patches, so experiment {deit[0]} needs "
+                   f"image_size divisible by 16 (it is {config['image_size']})")
     size, depth = config.get("image_size"), config.get("gan", {}).get("depth")
     if isinstance(size, int) and isinstance(depth, int) and size % 2**depth:
         yield (f"gan.depth: the generator halves the image {depth} times, so image_size must be "

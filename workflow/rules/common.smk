@@ -80,7 +80,32 @@ def final_targets():
         "results/attention/attention.npy",
         "results/synthetic/quality.json",
         "results/synthetic/split.csv",
+        *expand("results/experiments/{name}/predictions.csv", name=EXPERIMENTS),
     ]
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")
     return targets
+
+
+EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
+EXTRA_ARRAYS = {
+    "cgan": "results/synthetic/synthetic.npy",
+    "augment": "results/datasets/augment/augmented.npy",
+}
+
+
+def experiment_settings(name):
+    """The classifier section with the experiment's overrides."""
+    return {**config["classifier"], **EXPERIMENTS[name].get("overrides", {})}
+
+
+def experiment_data(wildcards):
+    """The dataset table, the image cache and the balance mode's extra images."""
+    balance = EXPERIMENTS[wildcards.experiment]["balance"]
+    inputs = {
+        "dataset": f"results/datasets/{balance}/dataset.csv",
+        "cache": CACHE,
+    }
+    if balance in EXTRA_ARRAYS:
+        inputs["extra"] = EXTRA_ARRAYS[balance]
+    return inputs

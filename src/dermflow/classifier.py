@@ -1,0 +1,200 @@
+"""train_classifier and predict: one experiment = a balance mode's dataset and a fusion model.
+
+Training is the paper's two stages on the experiment's training split: warm-up
+with frozen backbones, then fine-tuning of the last backbone blocks at a reduced
+learning rate with early stopping on validation macro-F1. Each stage is the
+shared loop (dermflow.train.fit), so it is checkpointed every epoch and resumes;
+the epoch with the best validation macro-F1 over both stages is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+
+from dermflow import fusion, models
+from dermflow.atomic import write_csv, write_json
+from dermflow.baseline import resolve_compile, save_model
+from dermflow.batches import ImageTensor
+from dermflow.datasets import load_dataset
+from dermflow.figures import plot_history, plt, save
+from dermflow.labels import CLASSES
+from dermflow.train import TrainConfig, fit, predict, scores
+
+log = logging.getLogger(__name__)
+
+
+def labels_by_position(table: pd.DataFrame, n: int) -> np.ndarray:
+    """Labels aligned with the combined image array (unused positions get 0)."""
+    labels = np.zeros(n, np.int64)
+    labels[table["pos"].to_numpy()] = table["label"].to_numpy()
+    return labels
+
+
+def positions(table: pd.DataFrame, split: str) -> np.ndarray:
+    return table.loc[table["split"] == split, "pos"].to_numpy()
+
+
+def stage_config(settings: dict[str, Any], *, epochs: int, lr: float, patience: int,
+                 device: torch.device, precision: str, seed: int,
+                 extra: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=settings["batch_size"], lr=lr,
+                       weight_decay=settings["weight_decay"], patience=patience,
+                       augment=settings["augment"], class_weights=settings["class_weights"],
+                       compile=resolve_compile(settings["compile"], device),
+                       precision=precision, seed=seed, extra=extra)
+
+
+def train_staged(model: fusion.FusionClassifier, data: ImageTensor, train: np.ndarray,
+                 val: np.ndarray, settings: dict[str, Any], *, device: torch.device,
+                 precision: str, seed: int, checkpoint_dir: Path, extra: dict[str, Any],
+                 ) -> tuple[pd.DataFrame, int, str]:
+    """Warm-up then fine-tuning; loads the best weights; returns history, best epoch, stage."""
+    warmup = min(settings["warmup_epochs"], settings["epochs"])
+    model.freeze_backbones()
+    cfg = stage_config(settings, epochs=warmup, lr=settings["lr"], patience=0, device=device,
+                       precision=precision, seed=seed, extra={**extra, "stage": "warmup"})
+    first = fit(model, data, train, val, cfg, checkpoint=checkpoint_dir / "warmup.pt")
+    history = first.history.assign(stage="warmup")
+    best_state, best_epoch, best_stage = first.state, first.best_epoch, "warmup"
+    best_f1 = float(first.history["val_macro_f1"].max())
+    if settings["epochs"] > warmup:
+        model.load_state_dict(first.state)
+        model.unfreeze(settings["unfreeze_blocks"])
+        cfg = stage_config(settings, epochs=settings["epochs"] - warmup,
+                           lr=settings["lr"] * settings["finetune_lr_scale"],
+                           patience=settings["patience"], device=device, precision=precision,
+                           seed=seed + 1, extra={**extra, "stage": "finetune"})
+        second = fit(model, data, train, val, cfg, checkpoint=checkpoint_dir / "finetune.pt")
+        tail = second.history.assign(stage="finetune", epoch=second.history["epoch"] + warmup)
+        history = pd.concat([history, tail], ignore_index=True)
+        if float(second.history["val_macro_f1"].max()) > best_f1:
+            best_state, best_epoch, best_stage = second.state, second.best_epoch + warmup, \
+                "finetune"
+    model.load_state_dict(best_state)
+    return history, best_epoch, best_stage
+
+
+def train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *, name: str,
+                     experiment: dict[str, Any], settings: dict[str, Any], device: torch.device,
+                     seed: int, weights_dir: str | None, precision: str, protocol: str,
+                     checkpoint_dir: str | Path, out_model: str, out_history: str,
+                     out_curve: str, out_metrics: str) -> dict[str, Any]:
+    """Train one experiment's classifier and write model, history, curve and metrics."""
+    images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
+    train, val, test = (positions(table, s) for s in ("train", "val", "test"))
+    size = int(images.shape[1])
+    torch.manual_seed(seed)
+    model = fusion.create(experiment["model"], image_size=size, settings=settings,
+                          weights_dir=weights_dir, num_classes=len(CLASSES))
+    mean, std = models.normalization(model)
+    data = ImageTensor(images, labels_by_position(table, len(images)), device, mean, std)
+    sources = table[table["split"] == "train"]["source"].value_counts().to_dict()
+    log.info("%s: %s on %s data (%d train %s, %d val, %d test), %.1fM parameters, device %s",
+             name, experiment["model"], experiment["balance"], len(train), sources, len(val),
+             len(test), models.count_parameters(model), device)
+    started = time.perf_counter()
+    history, best_epoch, best_stage = train_staged(
+        model, data, train, val, settings, device=device, precision=precision, seed=seed,
+        checkpoint_dir=Path(checkpoint_dir),
+        extra={"experiment": experiment, "images": len(images), "size": size,
+               "settings": settings, "protocol": protocol})
+    seconds = time.perf_counter() - started
+    test_scores = scores(table.set_index("pos").loc[test, "label"].to_numpy(),
+                         predict(model, data, test, settings["batch_size"] * 2, precision))
+    save_model(model, out_model, kind="fusion", architecture=experiment["model"],
+               classes=list(CLASSES), image_size=size, mean=mean, std=std, settings=settings,
+               experiment=experiment, name=name, best_epoch=best_epoch, protocol=protocol)
+    write_csv(history, out_history)
+    plot_history(history, best_epoch, f"{name} ({experiment['model']})", out_curve)
+    best = history.iloc[best_epoch - 1]
+    metrics = {"experiment": name, **experiment, "best_epoch": best_epoch,
+               "best_stage": best_stage,
+               "val": {k[4:]: float(best[k]) for k in best.index if str(k).startswith("val_")},
+               "test": test_scores, "train_images": sources,
+               "parameters_millions": models.count_parameters(model),
+               "training_seconds": seconds,
+               "images_per_s": float(history["images_per_s"].median()), "device": str(device),
+               "train_config": asdict(stage_config(
+                   settings, epochs=settings["epochs"], lr=settings["lr"],
+                   patience=settings["patience"], device=device, precision=precision, seed=seed,
+                   extra={}))}
+    write_json(metrics, out_metrics)
+    for stage in ("warmup", "finetune"):
+        (Path(checkpoint_dir) / f"{stage}.pt").unlink(missing_ok=True)
+    return metrics
+
+
+def load_classifier(path: str | os.PathLike[str], device: torch.device,
+                    ) -> tuple[fusion.FusionClassifier, dict[str, Any]]:
+    """A classifier written by train_classifier, on ``device``, in eval mode."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = fusion.create(saved["architecture"], image_size=saved["image_size"],
+                          settings={**saved["settings"], "pretrained": False}, weights_dir=None,
+                          num_classes=len(saved["classes"]))
+    model.load_state_dict(saved.pop("state_dict"))
+    return model.to(device, memory_format=torch.channels_last).eval(), saved
+
+
+def saliency_layer(model: fusion.FusionClassifier) -> torch.nn.Module:
+    """The CNN branch's last stage: its feature map feeds the fusion (Grad-CAM's layer)."""
+    cnn = model.backbones[model.transformer.index(False)]
+    return getattr(cnn, fusion._block_container(cnn))[-1]
+
+
+def grad_cam(model: fusion.FusionClassifier, x: torch.Tensor, target: torch.Tensor,
+             ) -> np.ndarray:
+    """Grad-CAM maps (N x H x W, scaled to [0, 1]) of ``target`` classes (captum)."""
+    cam = LayerGradCam(model, saliency_layer(model))
+    maps = cam.attribute(x, target=target, relu_attributions=True)
+    maps = LayerAttribution.interpolate(maps, tuple(x.shape[-2:]), "bilinear")[:, 0]
+    peak = maps.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return (maps / peak).detach().float().cpu().numpy()
+
+
+def plot_saliency(images: np.ndarray, maps: np.ndarray, rows: pd.DataFrame,
+                  out_png: str | os.PathLike[str]) -> None:
+    """The paper's Fig. 11: test images with the fusion model's Grad-CAM, by class."""
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.6), squeeze=False)
+    for ax, (_, item), cam in zip(axes[0], rows.iterrows(), maps, strict=False):
+        ax.imshow(images[int(item["pos"])])
+        ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        ax.set_title(f"{item['dx']} → {CLASSES[int(item['pred'])]}", fontsize=8)
+        ax.axis("off")
+    save(fig, out_png)
+
+
+def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_npy: str | None,
+                       *, device: torch.device, precision: str, per_class: int, batch_size: int,
+                       out_predictions: str, out_saliency: str) -> pd.DataFrame:
+    """Val and test predictions (a probability per class) and Grad-CAM for a few test images."""
+    images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
+    model, meta = load_classifier(model_path, device)
+    data = ImageTensor(images, labels_by_position(table, len(images)), device, meta["mean"],
+                       meta["std"])
+    rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
+    probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
+    out = rows[["image_id", "split", "source", "dx", "label", "pos"]].copy()
+    for k, dx in enumerate(CLASSES):
+        out[f"prob_{dx}"] = probs[:, k]
+    out["pred"] = probs.argmax(1)
+    write_csv(out.drop(columns="pos"), out_predictions)
+    test = out[out["split"] == "test"]
+    chosen = test.groupby("dx", sort=False).head(per_class).sort_values(
+        "label", kind="stable")
+    x, _ = data.batch(torch.as_tensor(chosen["pos"].to_numpy()))
+    maps = grad_cam(model, x, torch.as_tensor(chosen["pred"].to_numpy(), device=device))
+    plot_saliency(images, maps, chosen, out_saliency)
+    log.info("predicted %d val/test images; test accuracy %.3f", len(out),
+             float((test["pred"] == test["label"]).mean()) if len(test) else float("nan"))
+    return out

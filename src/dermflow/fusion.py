@@ -1,0 +1,180 @@
+"""Feature-level fusion classifiers: the paper's ResNet50V2-DeiT and its Table 5 CNN ensembles.
+
+``resnet50v2_deit``: the DeiT-Small (distilled) output tokens are the queries of a
+cross-attention whose keys and values are the ResNetV2-50 feature map's positions,
+projected to the token width (scaled dot-product attention, several heads); the
+attended tokens, added to their queries and layer-normalised, are averaged into
+one vector. The CNN ensembles global-pool each backbone and concatenate. Either
+way a bottleneck layer and a 7-way head follow.
+
+Staged training (the paper's): backbones frozen (BatchNorm statistics included)
+while the fusion layers and head warm up; then the last ``unfreeze_blocks``
+stages/blocks of every backbone are trained jointly at a reduced learning rate,
+the still-frozen layers' BatchNorm statistics staying fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dermflow import models
+
+DEIT = "deit_small_distilled_patch16_224"
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "resnet50v2_deit": ("resnetv2_50", DEIT),
+    "resnet50v2_mobilenetv2": ("resnetv2_50", "mobilenetv2_100"),
+    "resnet50v2_efficientnetv2": ("resnetv2_50", "tf_efficientnetv2_b0"),
+    "resnet50v2_mobilenetv2_efficientnetv2": ("resnetv2_50", "mobilenetv2_100",
+                                              "tf_efficientnetv2_b0"),
+}
+
+
+def is_transformer(name: str) -> bool:
+    return name.startswith(("deit", "vit"))
+
+
+class CrossAttentionFusion(nn.Module):
+    """ViT tokens (queries) attend over CNN feature-map positions (keys and values)."""
+
+    def __init__(self, cnn_dim: int, token_dim: int, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"fusion dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.query = nn.Linear(token_dim, dim)
+        self.key = nn.Linear(cnn_dim, dim)
+        self.value = nn.Linear(cnn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def _qkv(self, tokens: torch.Tensor, fmap: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        positions = fmap.flatten(2).transpose(1, 2)  # B x HW x C
+        q = self.query(tokens)
+        return q, self._split(q), self._split(self.key(positions)), self._split(
+            self.value(positions))
+
+    def attention_weights(self, tokens: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
+        """B x heads x tokens x positions: softmax(QK^T / sqrt(d_k)), each row sums to 1."""
+        _, q, k, _ = self._qkv(tokens, fmap)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
+    def forward(self, tokens: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
+        """B x dim: the attended tokens (plus their queries, normalised), averaged."""
+        q_flat, q, k, v = self._qkv(tokens, fmap)
+        attended = F.scaled_dot_product_attention(q, k, v)  # fused kernels on CUDA
+        attended = attended.transpose(1, 2).reshape(q_flat.shape)
+        return self.norm(attended + q_flat).mean(dim=1)
+
+
+class Renormalize(nn.Module):
+    """Re-map input normalised for one backbone to another backbone's mean/std."""
+
+    def __init__(self, source: tuple, target: tuple) -> None:
+        super().__init__()
+        (m0, s0), (m1, s1) = source, target
+        self.register_buffer("scale", (torch.tensor(s0) / torch.tensor(s1)).view(1, 3, 1, 1))
+        self.register_buffer("shift", ((torch.tensor(m0) - torch.tensor(m1)) /
+                                       torch.tensor(s1)).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _block_container(backbone: nn.Module) -> str:
+    for name in ("stages", "blocks"):
+        if isinstance(getattr(backbone, name, None), nn.Sequential | nn.ModuleList):
+            return name
+    raise ValueError(f"{type(backbone).__name__}: no stages/blocks to unfreeze")
+
+
+class FusionClassifier(nn.Module):
+    """Several timm backbones fused at feature level, a bottleneck and a 7-way head."""
+
+    def __init__(self, architecture: str, num_classes: int, *, image_size: int,
+                 pretrained: bool = False, weights_dir: str | Path | None = None,
+                 dim: int = 384, heads: int = 6, bottleneck: int = 256,
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; one of "
+                             f"{', '.join(ARCHITECTURES)}")
+        self.architecture, self.num_classes = architecture, num_classes
+        names = ARCHITECTURES[architecture]
+        self.backbones = nn.ModuleList(
+            models.create(name, num_classes=0, pretrained=pretrained, weights_dir=weights_dir,
+                          **({"img_size": image_size} if is_transformer(name) else {}))
+            for name in names)
+        norms = [models.normalization(b) for b in self.backbones]
+        self.pretrained_cfg = {"mean": norms[0][0], "std": norms[0][1]}  # the input's
+        self.renorm = nn.ModuleList(Renormalize(norms[0], n) for n in norms)
+        self.transformer = [is_transformer(n) for n in names]
+        if any(self.transformer):
+            cnn = self.backbones[self.transformer.index(False)]
+            vit = self.backbones[self.transformer.index(True)]
+            self.fusion: nn.Module | None = CrossAttentionFusion(cnn.num_features,
+                                                                 vit.embed_dim, dim, heads)
+            width = dim
+        else:
+            self.fusion, width = None, sum(b.num_features for b in self.backbones)
+        self.bottleneck = nn.Sequential(nn.Linear(width, bottleneck), nn.ReLU(inplace=True),
+                                        nn.Dropout(dropout))
+        self.head = nn.Linear(bottleneck, num_classes)
+
+    def branch_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [b.forward_features(r(x)) for b, r in zip(self.backbones, self.renorm,
+                                                          strict=True)]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = self.branch_outputs(x)
+        if self.fusion is not None:
+            tokens = outputs[self.transformer.index(True)]
+            fmap = outputs[self.transformer.index(False)]
+            return self.fusion(tokens, fmap)
+        return torch.cat([o.mean(dim=(2, 3)) for o in outputs], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bottleneck(self.features(x)))
+
+    def freeze_backbones(self) -> None:
+        """Warm-up: only fusion, bottleneck and head learn."""
+        self.backbones.requires_grad_(False)
+        self.train(self.training)
+
+    def unfreeze(self, blocks: int) -> None:
+        """Fine-tuning: the last ``blocks`` stages/blocks of each backbone, and what follows."""
+        for backbone in self.backbones:
+            container = _block_container(backbone)
+            getattr(backbone, container)[-blocks:].requires_grad_(True)
+            after = False
+            for name, child in backbone.named_children():
+                if after:
+                    child.requires_grad_(True)
+                after = after or name == container
+
+    def train(self, mode: bool = True) -> FusionClassifier:
+        """Frozen BatchNorm layers stay in inference mode (as Keras does): their statistics
+        are part of what freezing keeps."""
+        super().train(mode)
+        for module in self.backbones.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+        return self
+
+
+def create(architecture: str, *, image_size: int, settings: dict[str, Any],
+           weights_dir: str | Path | None, num_classes: int) -> FusionClassifier:
+    """A fusion classifier as the ``classifier`` config section describes it."""
+    return FusionClassifier(architecture, num_classes, image_size=image_size,
+                            pretrained=settings["pretrained"], weights_dir=weights_dir,
+                            dim=settings["fusion_dim"], heads=settings["fusion_heads"],
+                            bottleneck=settings["bottleneck"], dropout=settings["dropout"])

@@ -1,0 +1,73 @@
+"""The experiments on the demo DAG: datasets per balance mode, training, predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, planned_jobs
+from sklearn.metrics import balanced_accuracy_score
+
+from dermflow.labels import CLASSES
+
+pytestmark = pytest.mark.workflow
+DEMO_EXPERIMENTS = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())["experiments"]
+
+
+def test_datasets_keep_val_and_test_real_under_grouped(demo_run):
+    split = pd.read_csv(demo_run / "results/split/split.csv").set_index("image_id")["split"]
+    manifest = pd.read_csv(demo_run / "results/synthetic/manifest.csv")
+    for balance, extra in (("none", 0), ("cgan", len(manifest)), ("augment", len(manifest))):
+        table = pd.read_csv(demo_run / f"results/datasets/{balance}/dataset.csv")
+        assert len(table) == len(split) + extra, balance
+        assert (table.loc[table["split"] != "train", "source"] == "real").all(), balance
+        real = table[table["source"] == "real"].set_index("image_id")["split"]
+        assert real.sort_index().equals(split.sort_index()), balance
+        assert (table["label"] == table["dx"].map(CLASSES.index)).all()
+    augmented = np.load(demo_run / "results/datasets/augment/augmented.npy", mmap_mode="r")
+    table = pd.read_csv(demo_run / "results/datasets/augment/dataset.csv")
+    rows = table.loc[table["source"] == "augmented", "row"]
+    assert augmented.shape[0] == len(manifest) and sorted(rows) == list(range(len(manifest)))
+    per_class = table[table["source"] == "augmented"]["dx"].value_counts().sort_index()
+    assert per_class.equals(manifest["dx"].value_counts().sort_index())  # same counts as C'GAN
+
+
+@pytest.mark.parametrize("experiment", [e["name"] for e in DEMO_EXPERIMENTS])
+def test_experiment_trains_and_predicts(demo_run, experiment):
+    folder = demo_run / "results/experiments" / experiment
+    predictions = pd.read_csv(folder / "predictions.csv")
+    probs = predictions[[f"prob_{dx}" for dx in CLASSES]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-4) and (probs >= 0).all()
+    assert (predictions["pred"] == probs.argmax(1)).all()
+    assert set(predictions["split"]) == {"val", "test"}
+    assert (predictions["source"] == "real").all()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["parameters_millions"] > 1 and metrics["training_seconds"] > 0
+    assert metrics["images_per_s"] > 0
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history["stage"].unique()) == ["warmup", "finetune"]
+    assert list(history["epoch"]) == list(range(1, len(history) + 1))
+    assert (folder / "saliency.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (demo_run / "results/checkpoints/train_classifier" / experiment / "warmup.pt"
+                ).exists()
+
+
+def test_fusion_model_beats_chance_on_the_test_split(demo_run):
+    predictions = pd.read_csv(demo_run / "results/experiments/cgan_resnet50v2_deit/"
+                                         "predictions.csv")
+    test = predictions[predictions["split"] == "test"]
+    assert balanced_accuracy_score(test["label"], test["pred"]) > 1 / len(CLASSES) + 0.3
+
+
+def test_adding_an_experiment_is_a_config_edit(demo_run, tmp_path):
+    extra = tmp_path / "more.yaml"
+    extra.write_text(yaml.safe_dump({"experiments": [
+        *DEMO_EXPERIMENTS,
+        {"name": "cgan_small_head", "balance": "cgan", "model": "resnet50v2_deit",
+         "overrides": {"bottleneck": 32}}]}))
+    jobs = planned_jobs(demo_run, "--profile", "profiles/demo", "--configfile",
+                        "profiles/demo/demo.yaml", str(extra))
+    assert jobs == {"train_classifier": 1, "predict": 1, "all": 1}

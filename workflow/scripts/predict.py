@@ -1,0 +1,19 @@
+"""Wire rule predict to dermflow.classifier."""
+
+from dermflow.classifier import predict_experiment
+from dermflow.stage import gpu_stage
+
+with gpu_stage(snakemake) as (log, device):
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    predict_experiment(
+        inp.model,
+        inp.dataset,
+        inp.cache,
+        inp.get("extra"),
+        device=device,
+        precision=par.precision,
+        per_class=par.settings["saliency_per_class"],
+        batch_size=par.settings["batch_size"] * 2,
+        out_predictions=out.predictions,
+        out_saliency=out.saliency,
+    )

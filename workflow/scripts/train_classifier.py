@@ -1,0 +1,25 @@
+"""Wire rule train_classifier to dermflow.classifier."""
+
+from dermflow.classifier import train_classifier
+from dermflow.stage import gpu_stage
+
+with gpu_stage(snakemake) as (log, device):
+    inp, out, par = snakemake.input, snakemake.output, snakemake.params
+    train_classifier(
+        inp.dataset,
+        inp.cache,
+        inp.get("extra"),
+        name=snakemake.wildcards.experiment,
+        experiment=par.experiment,
+        settings=par.settings,
+        device=device,
+        seed=par.seed,
+        weights_dir=par.weights_dir,
+        precision=par.precision,
+        protocol=par.protocol,
+        checkpoint_dir=par.checkpoints,
+        out_model=out.model,
+        out_history=out.history,
+        out_curve=out.curve,
+        out_metrics=out.metrics,
+    )
