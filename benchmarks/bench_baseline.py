@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from collections.abc import Callable
 
 import numpy as np
 import timm
@@ -30,13 +31,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop(model_name: str, device: torch.device, batch: int, size: int, steps: int,
-              precision: str, compile_: bool) -> float:
+def bare_loop(make_model: Callable[[], torch.nn.Module], device: torch.device, batch: int,
+              size: int, steps: int, precision: str, compile_: bool) -> float:
     """images/s of forward+backward+Adam on a fixed random batch."""
-    model = timm.create_model(model_name, num_classes=7).to(device,
-                                                            memory_format=torch.channels_last)
+    model = make_model().to(device, memory_format=torch.channels_last)
     step_model = torch.compile(model) if compile_ else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=1e-4)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(
         memory_format=torch.channels_last)
     y = torch.randint(0, 7, (batch,), device=device)
@@ -58,15 +58,15 @@ def bare_loop(model_name: str, device: torch.device, batch: int, size: int, step
     return batch * steps / (time.perf_counter() - start)
 
 
-def dermflow_loop(model_name: str, device: torch.device, batch: int, size: int, steps: int,
-                  precision: str, compile_: bool) -> float:
+def dermflow_loop(make_model: Callable[[], torch.nn.Module], device: torch.device, batch: int,
+                  size: int, steps: int, precision: str, compile_: bool) -> float:
     """images/s of dermflow's fit() (second epoch: warm-up and compile excluded)."""
     n = batch * steps
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n + batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, 7, n + batch)
     data = ImageTensor(images, labels, device, (0.5,) * 3, (0.5,) * 3)
-    model = timm.create_model(model_name, num_classes=7)
+    model = make_model()
     cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-4, compile=compile_, precision=precision)
     result = fit(model, data, np.arange(n), np.arange(n, n + batch), cfg)
     return float(result.history["images_per_s"].iloc[-1])
@@ -104,9 +104,12 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name()
-    bare = bare_loop(args.model, device, args.batch, args.size, args.steps, args.precision,
+    def make_model() -> torch.nn.Module:
+        return timm.create_model(args.model, num_classes=7)
+
+    bare = bare_loop(make_model, device, args.batch, args.size, args.steps, args.precision,
                      args.compile)
-    ours = dermflow_loop(args.model, device, args.batch, args.size, args.steps, args.precision,
+    ours = dermflow_loop(make_model, device, args.batch, args.size, args.steps, args.precision,
                          args.compile)
     sg = smoothgrad_rate(args.model, device, args.size, args.sg_samples, args.sg_batch,
                          args.precision)
