@@ -73,3 +73,30 @@ def test_strings_from_nested_command_line_config_are_typed(config):
     config["split"]["seed"] = "seven"
     with pytest.raises(ConfigError, match="split.seed: 'seven' is not of type 'integer'"):
         validate_config(config)
+
+
+def test_key_order_does_not_change_what_stages_see(config):
+    """Snakemake compares params as written, so reordered keys must not look like a change."""
+    reordered = copy.deepcopy(config)
+    reordered["gan"] = dict(reversed(list(reordered["gan"].items())))
+    reordered["experiments"] = [dict(reversed(list(e.items()))) for e in config["experiments"]]
+    first, second = validate_config(config), validate_config(reordered)
+    assert repr(first["gan"]) == repr(second["gan"])
+    assert repr(first["experiments"]) == repr(second["experiments"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"image_size": 40}, "gan.depth"),
+    ({"image_size": 56, "gan": {"depth": 3}}, "DeiT cuts 16-pixel patches"),
+])
+def test_sizes_the_networks_cannot_take_are_config_errors(config, change, message):
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_experiment_names_are_unique(config):
+    config["experiments"].append(dict(config["experiments"][0]))
+    with pytest.raises(ConfigError, match="used more than once"):
+        validate_config(config)

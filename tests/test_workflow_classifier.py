@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,3 +74,21 @@ def test_adding_an_experiment_is_a_config_edit(demo_run, tmp_path):
     jobs = planned_jobs(demo_run, "--profile", "profiles/demo", "--configfile",
                         "profiles/demo/demo.yaml", str(extra))
     assert jobs == {"train_classifier": 1, "predict": 1, "all": 1}
+
+
+def test_command_line_predict_matches_the_pipeline(demo_run, tmp_path):
+    """`dermflow predict` on raw files repeats the pipeline's preparation exactly."""
+    folder = demo_run / "results/experiments/cgan_resnet50v2_deit"
+    test = pd.read_csv(folder / "predictions.csv").query("split == 'test'").head(3)
+    raw = demo_run / "resources/demo/HAM10000_images_part_1"
+    out = tmp_path / "cli.csv"
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dermflow")), "predict", str(folder / "model.pt"),
+         *[str(raw / f"{i}.jpg") for i in test["image_id"]], "--out", str(out),
+         "--config", str(demo_run / "config.yaml"), str(demo_run / "profiles/demo/demo.yaml")],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cli = pd.read_csv(out)
+    columns = [f"prob_{dx}" for dx in CLASSES]
+    assert np.allclose(cli[columns].to_numpy(), test[columns].to_numpy(), atol=1e-3)
+    assert list(cli["pred"]) == [CLASSES[k] for k in test["pred"]]

@@ -25,11 +25,15 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("row", "image_id", "lesion_id", "dx", "label")
 
 
-def load_resized(ref: str, size: int) -> np.ndarray:
-    """One image as size x size x 3 uint8 (area interpolation: no aliasing when shrinking)."""
-    image = read_rgb(ref)
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """size x size x 3 uint8 (area interpolation: no aliasing when shrinking)."""
     interp = cv2.INTER_AREA if max(image.shape[:2]) >= size else cv2.INTER_CUBIC
     return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def load_resized(ref: str, size: int) -> np.ndarray:
+    """One image file as the cache holds it."""
+    return resize_square(read_rgb(ref), size)
 
 
 def build_cache(images: pd.DataFrame, size: int, out_npy: str | os.PathLike[str],

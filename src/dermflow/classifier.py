@@ -25,8 +25,11 @@ from dermflow import fusion, models
 from dermflow.atomic import write_csv, write_json
 from dermflow.baseline import resolve_compile, save_model
 from dermflow.batches import ImageTensor
+from dermflow.cache import resize_square
 from dermflow.datasets import load_dataset
 from dermflow.figures import plot_history, plt, save
+from dermflow.hair import HairParams, remove_hair
+from dermflow.images import read_rgb
 from dermflow.labels import CLASSES
 from dermflow.train import TrainConfig, fit, predict, scores
 
@@ -143,6 +146,28 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device,
                           num_classes=len(saved["classes"]))
     model.load_state_dict(saved.pop("state_dict"))
     return model.to(device, memory_format=torch.channels_last).eval(), saved
+
+
+def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
+                  device: torch.device, hair: HairParams | None = None,
+                  precision: str = "bf16", batch_size: int = 32) -> pd.DataFrame:
+    """Class probabilities for image files, prepared as the pipeline prepared its images
+    (hair removal with ``hair`` when given, then the cache's square resize)."""
+    model, meta = load_classifier(model_path, device)
+    prepared = []
+    for path in paths:
+        image = read_rgb(str(path))
+        if hair is not None:
+            image = remove_hair(image, hair)[0]
+        prepared.append(resize_square(image, meta["image_size"]))
+    data = ImageTensor(np.stack(prepared), np.zeros(len(prepared), np.int64), device,
+                       meta["mean"], meta["std"])
+    probs = predict(model, data, np.arange(len(prepared)), batch_size, precision)
+    out = pd.DataFrame({"path": [str(p) for p in paths]})
+    for k, dx in enumerate(meta["classes"]):
+        out[f"prob_{dx}"] = probs[:, k]
+    out["pred"] = [meta["classes"][k] for k in probs.argmax(1)]
+    return out
 
 
 def saliency_layer(model: fusion.FusionClassifier) -> torch.nn.Module:

@@ -15,15 +15,20 @@ from dermflow.atomic import write_csv, write_json
 from dermflow.errors import DermflowError
 
 
-def _check_config(args: argparse.Namespace) -> None:
+def _merged_config(paths: Sequence[str]) -> dict:
+    """Config files merged in order, as Snakemake merges --configfile, then validated."""
     from snakemake.utils import update_config
 
     from dermflow.config import validate_config
 
     merged: dict = {}
-    for path in args.configs:  # merged as Snakemake merges --configfile
+    for path in paths:
         update_config(merged, yaml.safe_load(Path(path).read_text()) or {})
-    print(yaml.safe_dump(validate_config(merged), sort_keys=False), end="")
+    return validate_config(merged)
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    print(yaml.safe_dump(_merged_config(args.configs), sort_keys=False), end="")
 
 
 def _make_demo(args: argparse.Namespace) -> None:
@@ -61,6 +66,24 @@ def _split(args: argparse.Namespace) -> None:
     summary = split_summary(split)
     write_json(summary, Path(args.out) / "summary.json")
     print(json.dumps(summary["totals"]))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from dermflow.classifier import predict_files
+    from dermflow.hair import hair_params
+
+    hair = None
+    if args.config:
+        section = _merged_config(args.config)["hair_removal"]
+        hair = hair_params(section) if section["enabled"] else None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    table = predict_files(args.model, args.images, device=device, hair=hair)
+    if args.out:
+        write_csv(table, args.out)
+    else:
+        table.to_csv(sys.stdout, index=False, float_format="%.4f")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=float, default=0.2)
     p.add_argument("--test", type=float, default=0.1)
     p.set_defaults(func=_split)
+
+    p = sub.add_parser("predict", help="class probabilities of image files with a trained "
+                                       "classifier (results/experiments/<name>/model.pt)")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--config", nargs="+", help="the run's config file(s), merged in order: "
+                   "repeat its hair removal (without it, images are used as they are)")
+    p.add_argument("--out", help="CSV to write (default: stdout)")
+    p.set_defaults(func=_predict)
     return parser
 
 

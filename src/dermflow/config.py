@@ -104,6 +104,16 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
                f"divisible by {2**depth} (it is {size})")
 
 
+def _sorted(value: Any) -> Any:
+    """Mappings with sorted keys, all the way down: reordering keys in a config file must
+    not look like a parameter change to Snakemake, which compares params as written."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Read the config schema."""
     return yaml.safe_load(Path(path).read_text())
@@ -118,7 +128,7 @@ def validate_config(config: dict[str, Any],
     problems = list(_errors(filled, schema))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    return filled
+    return _sorted(filled)
 
 
 def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
