@@ -15,6 +15,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/baseline.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/classifier.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -81,6 +81,7 @@ def final_targets():
         "results/synthetic/quality.json",
         "results/synthetic/split.csv",
         *expand("results/experiments/{name}/predictions.csv", name=EXPERIMENTS),
+        "results/report/ablation.md",
     ]
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")
@@ -108,4 +109,17 @@ def experiment_data(wildcards):
     }
     if balance in EXTRA_ARRAYS:
         inputs["extra"] = EXTRA_ARRAYS[balance]
+    return inputs
+
+
+def report_inputs(wildcards):
+    """Every experiment's evaluation and metrics, each balance mode's dataset, comparisons."""
+    inputs = {"cache": CACHE, "comparisons": "results/report/comparisons.csv"}
+    for name in EXPERIMENTS:
+        inputs[f"evaluation_{name}"] = f"results/experiments/{name}/evaluation.json"
+        inputs[f"metrics_{name}"] = f"results/experiments/{name}/metrics.json"
+    for balance in sorted({e["balance"] for e in EXPERIMENTS.values()}):
+        inputs[f"dataset_{balance}"] = f"results/datasets/{balance}/dataset.csv"
+        if balance in EXTRA_ARRAYS:
+            inputs[f"extra_{balance}"] = EXTRA_ARRAYS[balance]
     return inputs

@@ -1,0 +1,135 @@
+"""evaluate and compare: test-set metrics with bootstrap intervals, and paired comparisons.
+
+Every experiment is bootstrapped with the same seed over its test rows sorted by
+image id, so experiments that share a test set (all of them under ``grouped``)
+share resamples too, and ``compare`` can difference them pair by pair.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from dermflow.atomic import write_csv, write_json
+from dermflow.figures import plt, save
+from dermflow.labels import CLASSES
+from dermflow.metrics import (
+    bootstrap,
+    bootstrap_samples,
+    evaluate,
+    paired_difference,
+    summarize_bootstrap,
+)
+
+log = logging.getLogger(__name__)
+PROBS = [f"prob_{dx}" for dx in CLASSES]
+COMPARED = ("balanced_accuracy", "macro_f1")
+
+
+def test_rows(predictions_csv: str | os.PathLike[str]) -> pd.DataFrame:
+    """An experiment's test predictions, in image-id order (the order resamples refer to)."""
+    table = pd.read_csv(predictions_csv)
+    return table[table["split"] == "test"].sort_values("image_id").reset_index(drop=True)
+
+
+def plot_curves(labels: np.ndarray, probs: np.ndarray, out_roc: str, out_pr: str) -> None:
+    """The paper's Fig. 9: one-vs-rest ROC and precision-recall curves for every class."""
+    for kind, out in (("roc", out_roc), ("pr", out_pr)):
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        for c, dx in enumerate(CLASSES):
+            truth = labels == c
+            if not 0 < truth.sum() < len(truth):
+                continue
+            if kind == "roc":
+                x, y, _ = roc_curve(truth, probs[:, c])
+            else:
+                y, x, _ = precision_recall_curve(truth, probs[:, c])
+            ax.plot(x, y, label=dx)
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        else:
+            ax.set(xlabel="recall", ylabel="precision", title="precision-recall")
+        ax.legend(fontsize=8)
+        save(fig, out)
+
+
+def plot_confusion(matrix: list[list[float]], out_png: str) -> None:
+    """The paper's Fig. 10: the row-normalized confusion matrix."""
+    cm = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set(xlabel="predicted", ylabel="true")
+    save(fig, out_png)
+
+
+def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
+    """Bootstrap distributions of the overall metrics."""
+    names = [k for k, v in values.items() if v.ndim == 1]
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        v = values[name][~np.isnan(values[name])]
+        ax.hist(v, bins=30, color="tab:blue")
+        ax.axvline(np.percentile(v, 2.5), color="grey", linestyle="--")
+        ax.axvline(np.percentile(v, 97.5), color="grey", linestyle="--")
+        ax.set_title(name.replace("_", " "), fontsize=8)
+    save(fig, out_png)
+
+
+def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_json: str,
+                        out_bootstrap: str, out_roc: str, out_pr: str, out_confusion: str,
+                        out_bootstrap_png: str) -> dict[str, Any]:
+    """Point metrics, bootstrap summary and figures of one experiment's test predictions."""
+    test = test_rows(predictions_csv)
+    labels, probs = test["label"].to_numpy(), test[PROBS].to_numpy()
+    report = evaluate(labels, probs, list(CLASSES))
+    values = bootstrap(labels, probs.argmax(1), list(CLASSES),
+                       bootstrap_samples(len(test), resamples, seed))
+    summary = summarize_bootstrap(values, list(CLASSES))
+    report["bootstrap"] = {"resamples": resamples, "seed": seed,
+                           "overall": summary[summary["scope"] == "overall"].set_index(
+                               "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
+    write_json(report, out_json)
+    write_csv(summary, out_bootstrap)
+    plot_curves(labels, probs, out_roc, out_pr)
+    plot_confusion(report["confusion_matrix_normalized"], out_confusion)
+    plot_bootstrap(values, out_bootstrap_png)
+    log.info("test n=%d accuracy %.4f balanced %.4f macro-F1 %.4f", report["n"],
+             report["overall"]["accuracy"], report["overall"]["balanced_accuracy"],
+             report["overall"]["macro_f1"])
+    return report
+
+
+def compare_experiments(predictions: dict[str, str], *, resamples: int, seed: int,
+                        out_csv: str) -> pd.DataFrame:
+    """Paired bootstrap differences (a - b) for every pair of experiments on the same test set."""
+    tests = {name: test_rows(path) for name, path in predictions.items()}
+    rows = []
+    for a, b in itertools.combinations(tests, 2):
+        ta, tb = tests[a], tests[b]
+        if not ta["image_id"].equals(tb["image_id"]):
+            rows.append({"a": a, "b": b, "metric": m, "note": "different test sets: not paired"}
+                        for m in COMPARED)
+            continue
+        samples = bootstrap_samples(len(ta), resamples, seed)
+        labels = ta["label"].to_numpy()
+        va = bootstrap(labels, ta[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
+        vb = bootstrap(labels, tb[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
+        rows.append({"a": a, "b": b, "metric": m, **paired_difference(va[m], vb[m]),
+                     "note": ""} for m in COMPARED)
+    table = pd.DataFrame([r for group in rows for r in group],
+                         columns=["a", "b", "metric", "difference", "ci_low", "ci_high",
+                                  "p_value", "note"])
+    write_csv(table, out_csv)
+    return table

@@ -1,0 +1,66 @@
+"""Evaluation, comparisons and the report on the demo DAG, and `snakemake --report`."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from dermflow.labels import CLASSES
+
+pytestmark = pytest.mark.workflow
+NAMES = [e["name"] for e in
+         yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())["experiments"]]
+FIGURES = ("roc.png", "precision_recall.png", "confusion.png", "bootstrap.png")
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_every_experiment_is_evaluated_with_bootstrap_intervals(demo_run, experiment):
+    folder = demo_run / "results/experiments" / experiment
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert evaluation["n"] == (predictions["split"] == "test").sum()
+    assert set(evaluation["per_class"]) == set(CLASSES)
+    accuracy = evaluation["bootstrap"]["overall"]["accuracy"]
+    assert accuracy["ci_low"] <= evaluation["overall"]["accuracy"] <= accuracy["ci_high"]
+    assert accuracy["se"] > 0 and evaluation["bootstrap"]["resamples"] == 1000
+    boot = pd.read_csv(folder / "bootstrap.csv")
+    assert {"mean", "std", "se", "ci_low", "ci_high"} <= set(boot.columns)
+    assert set(boot["scope"]) == {"overall", *CLASSES}
+    for figure in FIGURES:
+        assert (folder / figure).read_bytes()[:4] == b"\x89PNG", figure
+
+
+def test_experiments_are_compared_pairwise_on_the_same_test_images(demo_run):
+    table = pd.read_csv(demo_run / "results/report/comparisons.csv")
+    n = len(NAMES)
+    assert len(table) == n * (n - 1) // 2 * 2  # pairs x (balanced accuracy, macro-F1)
+    assert table["note"].isna().all()  # grouped: every experiment has the same test split
+    assert table["p_value"].between(0, 1).all()
+    assert (table["ci_low"] <= table["difference"]).all()
+
+
+def test_report_has_the_ablation_table_and_a_clean_leakage_audit(demo_run):
+    table = pd.read_csv(demo_run / "results/report/ablation.csv")
+    assert list(table["experiment"].unique()) == NAMES
+    assert len(table) == len(NAMES) * (len(CLASSES) + 2)
+    markdown = (demo_run / "results/report/ablation.md").read_text()
+    assert "cgan_resnet50v2_deit (v)" in markdown and "Leakage audit" in markdown
+    audit = json.loads((demo_run / "results/report/leakage.json").read_text())
+    assert audit["protocol"] == "grouped"
+    assert set(audit["datasets"]) == {"none", "cgan", "augment"}
+    for counts in audit["datasets"].values():
+        assert counts["lesions_in_several_splits"] == 0
+        assert counts["non_real_in_val_test"] == 0
+
+
+def test_html_report_holds_every_figure(demo_run):
+    snakemake(demo_run, "--profile", "profiles/demo", "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",
+                "quality.md", "ablation.md", "attention_overlays.png"]
+    missing = [name for name in expected if name not in html]
+    assert not missing

@@ -1,0 +1,13 @@
+"""Wire rule compare to dermflow.evaluation."""
+
+from dermflow.evaluation import compare_experiments
+from dermflow.stage import run_stage
+
+with run_stage(snakemake):
+    settings = snakemake.params.settings
+    compare_experiments(
+        dict(zip(snakemake.params.names, snakemake.input.predictions, strict=True)),
+        resamples=settings["bootstrap"],
+        seed=settings["bootstrap_seed"],
+        out_csv=snakemake.output.table,
+    )

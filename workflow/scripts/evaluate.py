@@ -1,0 +1,18 @@
+"""Wire rule evaluate to dermflow.evaluation."""
+
+from dermflow.evaluation import evaluate_experiment
+from dermflow.stage import run_stage
+
+with run_stage(snakemake):
+    out, settings = snakemake.output, snakemake.params.settings
+    evaluate_experiment(
+        snakemake.input.predictions,
+        resamples=settings["bootstrap"],
+        seed=settings["bootstrap_seed"],
+        out_json=out.evaluation,
+        out_bootstrap=out.bootstrap,
+        out_roc=out.roc,
+        out_pr=out.pr,
+        out_confusion=out.confusion,
+        out_bootstrap_png=out.distributions,
+    )
