@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,16 @@ def copy_workflow(dest: Path) -> Path:
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir``; output is returned (and shown when it fails)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=900)
+    command = [SNAKEMAKE, *args]
+    with subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, start_new_session=True) as running:
+        try:
+            out, err = running.communicate(timeout=1800)
+        except subprocess.TimeoutExpired:
+            os.killpg(running.pid, signal.SIGKILL)  # its jobs too, not only snakemake
+            out, err = running.communicate()
+            raise AssertionError(f"snakemake {' '.join(args)} timed out:\n{out}\n{err}") from None
+    proc = subprocess.CompletedProcess(command, running.returncode, out, err)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -180,11 +180,20 @@ def test_scheduler_assignment_is_used_as_is(tmp_path: Path, monkeypatch: pytest.
                                             physical: tuple[int, ...], says: str) -> None:
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    with claim_gpus(n, lock_dir=tmp_path / "locks", device_count=0) as claim:
+    with claim_gpus(n, lock_dir=tmp_path / "locks", device_count=len(physical)) as claim:
         assert claim.physical == physical and claim.device == torch.device("cuda", 0)
         assert says in claim.reason
         assert os.environ["CUDA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"]
     assert not (tmp_path / "locks").exists()
+
+
+def test_scheduler_assignment_without_a_usable_gpu_runs_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with claim_gpus(1, device_count=0) as claim:
+        assert claim.device == torch.device("cpu")
+        assert "CUDA_VISIBLE_DEVICES=1 set by the scheduler (SLURM job 9)" in claim.reason
 
 
 def test_scheduler_with_too_few_gpus_fails(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,3 +64,20 @@ def test_html_report_holds_every_figure(demo_run):
                 "quality.md", "ablation.md", "attention_overlays.png"]
     missing = [name for name in expected if name not in html]
     assert not missing
+
+
+def test_external_test_set_is_predicted_and_reported_but_never_trained_on(demo_run):
+    index = pd.read_csv(next((demo_run / "results/external").glob("index_*.csv")))
+    assert pd.read_csv(demo_run / "results/external/quarantine.csv").empty
+    for balance in ("none", "cgan", "augment"):
+        dataset = pd.read_csv(demo_run / f"results/datasets/{balance}/dataset.csv")
+        assert not set(dataset["image_id"]) & set(index["image_id"])
+    for name in NAMES:
+        folder = demo_run / "results/experiments" / name
+        external = pd.read_csv(folder / "predictions.csv").query("split == 'external'")
+        assert sorted(external["image_id"]) == sorted(index["image_id"])
+        evaluation = json.loads((folder / "evaluation.json").read_text())
+        assert evaluation["external"]["n"] == len(index)
+        assert "balanced_accuracy" in evaluation["external"]["bootstrap"]["overall"]
+    assert "External test set (ISIC 2018 Task 3)" in (
+        demo_run / "results/report/ablation.md").read_text()

@@ -148,6 +148,21 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device,
     return model.to(device, memory_format=torch.channels_last).eval(), saved
 
 
+def predict_external(model: fusion.FusionClassifier, meta: dict[str, Any], cache_npy: str,
+                     index_csv: str, *, device: torch.device, precision: str,
+                     batch_size: int) -> pd.DataFrame:
+    """Prediction rows (split ``external``) for the external test set's image cache."""
+    images = np.load(cache_npy, mmap_mode="r")
+    index = pd.read_csv(index_csv)
+    data = ImageTensor(images, index["label"].to_numpy(), device, meta["mean"], meta["std"])
+    probs = predict(model, data, np.arange(len(index)), batch_size, precision)
+    out = index[["image_id", "dx", "label"]].assign(split="external", source="real", pos=-1)
+    for k, dx in enumerate(CLASSES):
+        out[f"prob_{dx}"] = probs[:, k]
+    out["pred"] = probs.argmax(1)
+    return out
+
+
 def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
                   device: torch.device, hair: HairParams | None = None,
                   precision: str = "bf16", batch_size: int = 32) -> pd.DataFrame:
@@ -201,8 +216,10 @@ def plot_saliency(images: np.ndarray, maps: np.ndarray, rows: pd.DataFrame,
 
 def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_npy: str | None,
                        *, device: torch.device, precision: str, per_class: int, batch_size: int,
-                       out_predictions: str, out_saliency: str) -> pd.DataFrame:
-    """Val and test predictions (a probability per class) and Grad-CAM for a few test images."""
+                       out_predictions: str, out_saliency: str,
+                       external: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Val and test predictions (a probability per class), the external test set's too when
+    given (its cache and index), and Grad-CAM for a few test images."""
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     model, meta = load_classifier(model_path, device)
     data = ImageTensor(images, labels_by_position(table, len(images)), device, meta["mean"],
@@ -213,6 +230,10 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     for k, dx in enumerate(CLASSES):
         out[f"prob_{dx}"] = probs[:, k]
     out["pred"] = probs.argmax(1)
+    if external is not None:
+        out = pd.concat([out, predict_external(model, meta, *external, device=device,
+                                               precision=precision, batch_size=batch_size)],
+                        ignore_index=True)
     write_csv(out.drop(columns="pos"), out_predictions)
     test = out[out["split"] == "test"]
     chosen = test.groupby("dx", sort=False).head(per_class).sort_values(

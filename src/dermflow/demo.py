@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dermflow.atomic import write_csv
+from dermflow.atomic import atomic_path, write_csv
+from dermflow.external import GROUND_TRUTH, IMAGES, ISIC_COLUMNS
 from dermflow.images import write_image
 
 log = logging.getLogger(__name__)
@@ -171,37 +174,72 @@ def _render(look: Look, shape: dict, h: int, w: int, rng: np.random.Generator,
     return _to_uint8(hairy), _to_uint8(clean), mask
 
 
-def make_demo_dataset(out_dir: str | os.PathLike[str], *, n_images: int = 320, width: int = 100,
-                      height: int = 75, seed: int = 0) -> pd.DataFrame:
-    """Write the demo dataset in HAM10000's layout; returns its metadata table.
+def _lesion_images(n_images: int, width: int, height: int, seed: int, first_id: int,
+                   ) -> Iterator[tuple[dict, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(lesion metadata, image_id, hairy, clean, hair mask) for every image, in file order.
 
-    Every lesion draws from its own Generator seeded by (seed, lesion number), and
-    files are written in a fixed order, so a seed always gives the same bytes.
+    Every lesion draws from its own Generator seeded by (seed, lesion number), so a
+    seed always gives the same images.
     """
-    out = Path(out_dir)
     rng = np.random.default_rng(seed)
     lesions = [(dx, size) for dx, count in class_counts(n_images).items()
                for size in lesion_sizes(count, rng)]
-    rows = []
+    n = 0
     for lesion_no, k in enumerate(rng.permutation(len(lesions))):
         dx, size = lesions[k]
         lrng = np.random.default_rng([seed, lesion_no])
         shape = _lesion_shape(LOOKS[dx], lrng)
-        meta = {"lesion_id": f"HAM_{9000000 + lesion_no:07d}", "dx": dx,
+        meta = {"lesion_id": f"HAM_{first_id + lesion_no:07d}", "dx": dx,
                 "dx_type": str(lrng.choice(DX_TYPES.get(dx, ("histo",)))),
                 "age": float(lrng.integers(1, 18) * 5) if lrng.random() > 0.02 else np.nan,
                 "sex": str(lrng.choice(SEXES[0], p=SEXES[1])),
                 "localization": str(lrng.choice(LOCALIZATIONS))}
         for _ in range(size):
-            image_id = f"ISIC_{9000000 + len(rows):07d}"  # far from HAM10000's ids
-            hairy, clean, mask = _render(LOOKS[dx], shape, height, width, lrng)
-            write_image(out / IMAGES_DIR / f"{image_id}.jpg", hairy, quality=95)
-            write_image(out / "hair_truth" / "clean" / f"{image_id}.png", clean)
-            write_image(out / "hair_truth" / "masks" / f"{image_id}.png", mask)
-            rows.append({**meta, "image_id": image_id})
+            image_id = f"ISIC_{first_id + n:07d}"  # far from the real datasets' ids
+            n += 1
+            yield (meta, image_id, *_render(LOOKS[dx], shape, height, width, lrng))
+
+
+def make_demo_dataset(out_dir: str | os.PathLike[str], *, n_images: int = 320, width: int = 100,
+                      height: int = 75, seed: int = 0) -> pd.DataFrame:
+    """Write the demo dataset in HAM10000's layout; returns its metadata table.
+
+    Files are written in a fixed order, so a seed always gives the same bytes.
+    """
+    out = Path(out_dir)
+    rows = []
+    for meta, image_id, hairy, clean, mask in _lesion_images(n_images, width, height, seed,
+                                                             9000000):
+        write_image(out / IMAGES_DIR / f"{image_id}.jpg", hairy, quality=95)
+        write_image(out / "hair_truth" / "clean" / f"{image_id}.png", clean)
+        write_image(out / "hair_truth" / "masks" / f"{image_id}.png", mask)
+        rows.append({**meta, "image_id": image_id})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     write_csv(table, out / "HAM10000_metadata.csv")
     log.info("demo dataset (seed %d): %d images %dx%d of %d lesions in %s; images per class: %s",
-             seed, len(table), width, height, len(lesions), out,
+             seed, len(table), width, height, table["lesion_id"].nunique(), out,
              table["dx"].value_counts().to_dict())
+    return table
+
+
+def make_external_test(out_dir: str | os.PathLike[str], *, n_images: int = 100,
+                       width: int = 100, height: int = 75, seed: int = 1) -> pd.DataFrame:
+    """A demo stand-in for ISIC 2018 Task 3's test set, in its published layout.
+
+    ``ISIC2018_Task3_Test_Images.zip`` (images under ``ISIC2018_Task3_Test_Images/``)
+    and ``ISIC2018_Task3_Test_GroundTruth.csv`` (one-hot columns), drawn like the
+    demo dataset but from another seed, so no lesion is shared with it.
+    """
+    out = Path(out_dir)
+    rows = []
+    with atomic_path(out / f"{IMAGES}.zip") as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for meta, image_id, hairy, _, _ in _lesion_images(n_images, width, height, seed,
+                                                          9500000):
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(hairy, cv2.COLOR_RGB2BGR),
+                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+            zf.writestr(f"{IMAGES}/{image_id}.jpg", jpeg.tobytes())
+            rows.append({"image": image_id, **{k: float(meta["dx"] == v)
+                                               for k, v in ISIC_COLUMNS.items()}})
+    table = pd.DataFrame(rows)
+    write_csv(table, out / f"{GROUND_TRUTH}")
     return table

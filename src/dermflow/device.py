@@ -142,6 +142,11 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
         if len(visible) < n:
             raise DeviceError(f"{n} GPUs needed but {scheduler} assigned only "
                               f"CUDA_VISIBLE_DEVICES={previous}")
+        usable = torch.cuda.device_count() if device_count is None else device_count
+        if usable == 0:  # e.g. a GPU node whose driver is missing: say so, run on the CPU
+            yield _cpu(f"CUDA_VISIBLE_DEVICES={previous} set by the scheduler ({scheduler}), "
+                       "but no CUDA device is usable: running on the CPU")
+            return
         claim = Claim(torch.device("cuda", 0), tuple(visible),
                       f"CUDA_VISIBLE_DEVICES={previous} set by the scheduler ({scheduler})")
         log.info("%s", claim.reason)

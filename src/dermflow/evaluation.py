@@ -32,10 +32,10 @@ PROBS = [f"prob_{dx}" for dx in CLASSES]
 COMPARED = ("balanced_accuracy", "macro_f1")
 
 
-def test_rows(predictions_csv: str | os.PathLike[str]) -> pd.DataFrame:
-    """An experiment's test predictions, in image-id order (the order resamples refer to)."""
+def test_rows(predictions_csv: str | os.PathLike[str], split: str = "test") -> pd.DataFrame:
+    """An experiment's predictions for a split, in image-id order (resamples refer to it)."""
     table = pd.read_csv(predictions_csv)
-    return table[table["split"] == "test"].sort_values("image_id").reset_index(drop=True)
+    return table[table["split"] == split].sort_values("image_id").reset_index(drop=True)
 
 
 def plot_curves(labels: np.ndarray, probs: np.ndarray, out_roc: str, out_pr: str) -> None:
@@ -100,6 +100,17 @@ def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_
     report["bootstrap"] = {"resamples": resamples, "seed": seed,
                            "overall": summary[summary["scope"] == "overall"].set_index(
                                "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
+    external = test_rows(predictions_csv, "external")
+    if len(external):
+        labels_x, probs_x = external["label"].to_numpy(), external[PROBS].to_numpy()
+        report["external"] = evaluate(labels_x, probs_x, list(CLASSES))
+        boot = summarize_bootstrap(bootstrap(labels_x, probs_x.argmax(1), list(CLASSES),
+                                             bootstrap_samples(len(external), resamples, seed)),
+                                   list(CLASSES))
+        report["external"]["bootstrap"] = {"resamples": resamples, "seed": seed, "overall": boot[
+            boot["scope"] == "overall"].set_index("metric")[
+            ["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
+        summary = pd.concat([summary.assign(split="test"), boot.assign(split="external")])
     write_json(report, out_json)
     write_csv(summary, out_bootstrap)
     plot_curves(labels, probs, out_roc, out_pr)

@@ -170,6 +170,16 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
         else:
             lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['difference']:+.4f} | "
                          f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3f} |")
+    external = {name: e["external"] for name, e in ev.items() if "external" in e}
+    if external:
+        lines += ["", "## External test set (ISIC 2018 Task 3)", "",
+                  "| experiment | images | accuracy | balanced accuracy (95% CI) | macro F1 |",
+                  "|---|---|---|---|---|"]
+        for name, x in external.items():
+            ci = x["bootstrap"]["overall"]["balanced_accuracy"]
+            lines.append(f"| {name} | {x['n']} | {x['overall']['accuracy']:.4f} | "
+                         f"{x['overall']['balanced_accuracy']:.4f} ({ci['ci_low']:.4f}-"
+                         f"{ci['ci_high']:.4f}) | {x['overall']['macro_f1']:.4f} |")
     lines += ["", "## Leakage audit", "",
               "| dataset | images | lesions in several splits | synthetic/augmented in val+test "
               f"| near-duplicate pairs train vs val+test (dHash <= {max_bits} bits, pixel MAE "

@@ -92,6 +92,7 @@ rule train_classifier:
 rule predict:
     input:
         unpack(experiment_data),
+        unpack(lambda wc: external_cache()),
         model="results/experiments/{experiment}/model.pt",
     output:
         predictions="results/experiments/{experiment}/predictions.csv",

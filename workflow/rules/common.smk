@@ -61,6 +61,26 @@ def raw_images():
     return sources
 
 
+def external_images():
+    """The ISIC 2018 Task 3 test images: the published zip, or its unpacked folder on disk."""
+    zipped = f"{RAW}/{EXTERNAL_FILES[0]}"
+    folder = zipped.removesuffix(".zip")
+    if SOURCE == "local" and not Path(zipped).exists() and Path(folder).is_dir():
+        return [folder]
+    return [zipped]
+
+
+def external_cache():
+    """The external test set's image cache and index, when dataset.external_test is on."""
+    if not DATASET["external_test"]:
+        return {}
+    size = config["image_size"]
+    return {
+        "external_cache": f"results/external/images_{size}.npy",
+        "external_index": f"results/external/index_{size}.csv",
+    }
+
+
 def hair_truth():
     """Ground-truth hair masks and hair-free images (demo dataset only)."""
     return [f"{RAW}/hair_truth"] if SOURCE == "demo" else []

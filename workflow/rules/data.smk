@@ -31,8 +31,12 @@ if SOURCE == "demo":
             metadata=f"{RAW}/HAM10000_metadata.csv",
             images=directory(f"{RAW}/HAM10000_images_part_1"),
             truth=directory(f"{RAW}/hair_truth"),
+            external=[f"{RAW}/{name}" for name in EXTERNAL_FILES]
+            if DATASET["external_test"]
+            else [],
         params:
             demo=DATASET["demo"],
+            external_test=DATASET["external_test"],
             code=code_hash("dermflow.demo"),
         log:
             "logs/make_demo_dataset.log",
@@ -67,3 +71,30 @@ rule validate_dataset:
         ENV
     script:
         "../scripts/validate_dataset.py"
+
+
+if DATASET["external_test"]:
+
+    rule prepare_external:
+        input:
+            ground_truth=f"{RAW}/{EXTERNAL_FILES[1]}",
+            images=external_images(),
+        output:
+            cache=f"results/external/images_{config['image_size']}.npy",
+            index=f"results/external/index_{config['image_size']}.csv",
+            quarantine="results/external/quarantine.csv",
+            work=directory("results/external/prepared"),
+        params:
+            hair=config["hair_removal"],
+            on_bad_input=config["on_bad_input"],
+            size=config["image_size"],
+            code=code_hash("dermflow.external"),
+        threads: 8
+        log:
+            "logs/prepare_external.log",
+        benchmark:
+            "results/benchmarks/prepare_external.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/prepare_external.py"

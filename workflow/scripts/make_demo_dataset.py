@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dermflow.demo import make_demo_dataset
+from dermflow.demo import make_demo_dataset, make_external_test
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):
@@ -14,3 +14,11 @@ with run_stage(snakemake):
         height=demo["height"],
         seed=demo["seed"],
     )
+    if snakemake.params.external_test:
+        make_external_test(
+            Path(snakemake.output.metadata).parent,
+            n_images=demo["external_images"],
+            width=demo["width"],
+            height=demo["height"],
+            seed=demo["seed"] + 1,
+        )

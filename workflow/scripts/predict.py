@@ -16,4 +16,7 @@ with gpu_stage(snakemake) as (log, device):
         batch_size=par.settings["batch_size"] * 2,
         out_predictions=out.predictions,
         out_saliency=out.saliency,
+        external=(inp.external_cache, inp.external_index)
+        if hasattr(inp, "external_cache")
+        else None,
     )

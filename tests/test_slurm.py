@@ -1,0 +1,185 @@
+"""The demo DAG on a real single-node SLURM cluster (Debian's slurm-wlm and munge).
+
+The fixture starts munged, slurmctld and slurmd in the foreground (no systemd),
+with two fake GPU device nodes for gres, and stops everything it started. The
+test submits the DAG through profiles/slurm and checks that every job went
+through sbatch and that GPU jobs running at the same time got different
+CUDA_VISIBLE_DEVICES from SLURM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SHARED_WEIGHTS, copy_workflow, snakemake
+
+pytestmark = pytest.mark.workflow
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
+GPU_RULES = ("train_baseline", "extract_attention", "train_gan", "generate_synthetic",
+             "check_synthetic", "train_classifier", "predict")
+
+
+def unavailable() -> str | None:
+    """Why a SLURM cluster cannot be started here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (starts munged/slurmctld/slurmd and makes device nodes)"
+    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    if missing:
+        return f"needs Debian's slurm-wlm and munge packages ({', '.join(missing)} not found)"
+    if not Path("/etc/munge/munge.key").is_file():
+        return "needs a munge key (/etc/munge/munge.key)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(root: Path) -> Path:
+    """slurm.conf + gres.conf for one node that claims 2 GPUs (fake device nodes)."""
+    for sub in ("spool", "state", "log", "dev"):
+        (root / sub).mkdir()
+    for k in range(2):
+        os.mknod(root / "dev" / f"gpu{k}", 0o666 | 0o020000, os.makedev(1, 3))  # like /dev/null
+    host = socket.gethostname()
+    port = free_port()
+    conf = root / "slurm.conf"
+    conf.write_text(f"""ClusterName=dermflowtest
+SlurmctldHost={host}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SlurmdParameters=config_overrides
+GresTypes=gpu
+ReturnToService=2
+MinJobAge=3600
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmdSpoolDir={root}/spool
+StateSaveLocation={root}/state
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+SlurmctldPort={port}
+SlurmdPort={port + 1}
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+NodeName={host} CPUs=16 RealMemory=512000 Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+    (root / "gres.conf").write_text(f"NodeName={host} Name=gpu File={root}/dev/gpu[0-1]\n")
+    return conf
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    reason = unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the SLURM test must run in CI, but {reason}")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("slurm")
+    conf = write_config(root)
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    procs = []
+    if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        procs.append(subprocess.Popen(["munged", "-F", "--force"], stderr=subprocess.DEVNULL))
+    for daemon in ("slurmctld", "slurmd"):
+        procs.append(subprocess.Popen([daemon, "-D", "-f", str(conf)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True,
+                                   text=True).stdout.strip()
+            if state == "idle":
+                break
+            time.sleep(1)
+        else:
+            log = (root / "log/slurmctld.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"the test cluster did not come up (sinfo: {state!r}):\n{log}")
+        yield env
+    finally:
+        subprocess.run(["scancel", "--full", "--partition", "debug"], env=env,
+                       capture_output=True)
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+SMALL = {  # the demo, smaller still: this DAG runs once more, job by job through sbatch
+    "baseline": {"epochs": 2},
+    "attention": {"samples": 2},
+    "gan": {"epochs": 1},
+    "quality": {"lpips_pairs": 10},
+    "classifier": {"epochs": 2, "warmup_epochs": 1},
+    "experiments": [{"name": "cgan_resnet50v2_deit", "balance": "cgan", "model": "resnet50v2_deit"},
+                    {"name": "none_resnet50v2_deit", "balance": "none",
+                     "model": "resnet50v2_deit"}],
+    "dataset": {"external_test": False},
+}
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+def job_window(log: Path) -> tuple[datetime, datetime]:
+    stamps = [m.group(1) for line in log.read_text().splitlines() if (m := STAMP.match(line))]
+    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f")  # noqa: E731
+    return parse(stamps[0]), parse(stamps[-1])
+
+
+def test_demo_dag_runs_through_sbatch_on_distinct_gpus(slurm_cluster, tmp_path, monkeypatch):
+    for key, value in slurm_cluster.items():
+        monkeypatch.setenv(key, value)
+    workdir = copy_workflow(tmp_path / "w")
+    if SHARED_WEIGHTS.is_dir():
+        (workdir / "resources").mkdir()
+        (workdir / "resources/weights").symlink_to(SHARED_WEIGHTS)
+    (workdir / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    proc = snakemake(workdir, "--profile", "profiles/slurm", "--configfile",
+                     "profiles/demo/demo.yaml", "small.yaml", "--default-resources",
+                     "slurm_partition=debug", "mem_mb=2000", "runtime=30", "cpus_per_task=1",
+                     "--slurm-no-account", "--slurm-status-command", "squeue",
+                     "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks",
+                     "2", "--jobs", "4", "--latency-wait", "5")
+    out = proc.stdout + proc.stderr
+    submitted = set(re.findall(r"rule (\w+)\S*.*?submitted with SLURM jobid", out)) or set(
+        re.findall(r"Job \d+ has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/",
+                   out))
+    planned = set(re.findall(r"^rule (\w+):$", out, flags=re.MULTILINE)) - {"all"}
+    assert planned and planned <= submitted, (planned - submitted, out[-3000:])
+
+    windows = []
+    for rule in GPU_RULES:
+        for log in (workdir / "logs").glob(f"{rule}*.log"):
+            text = log.read_text()
+            match = re.search(r"CUDA_VISIBLE_DEVICES=(\d+) set by the scheduler \(SLURM job "
+                              r"(\d+)\)", text)
+            assert match, f"{log.name} does not show SLURM's GPU assignment"
+            windows.append((log.name, match.group(1), *job_window(log)))
+    overlapping = [(a, b) for a, b in itertools.combinations(windows, 2)
+                   if a[2] < b[3] and b[2] < a[3]]
+    assert overlapping, "no two GPU jobs ran at the same time"
+    for a, b in overlapping:
+        assert a[1] != b[1], f"{a[0]} and {b[0]} ran together on GPU {a[1]}"
