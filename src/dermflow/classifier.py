@@ -27,10 +27,12 @@ from dermflow.baseline import resolve_compile, save_model
 from dermflow.batches import ImageTensor
 from dermflow.cache import resize_square
 from dermflow.datasets import load_dataset
+from dermflow.distributed import is_writer, run_distributed
 from dermflow.figures import plot_history, plt, save
 from dermflow.hair import HairParams, remove_hair
 from dermflow.images import read_rgb
 from dermflow.labels import CLASSES
+from dermflow.stage import FORMAT
 from dermflow.train import TrainConfig, fit, predict, scores
 
 log = logging.getLogger(__name__)
@@ -87,12 +89,33 @@ def train_staged(model: fusion.FusionClassifier, data: ImageTensor, train: np.nd
     return history, best_epoch, best_stage
 
 
-def train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *, name: str,
-                     experiment: dict[str, Any], settings: dict[str, Any], device: torch.device,
-                     seed: int, weights_dir: str | None, precision: str, protocol: str,
-                     checkpoint_dir: str | Path, out_model: str, out_history: str,
-                     out_curve: str, out_metrics: str) -> dict[str, Any]:
-    """Train one experiment's classifier and write model, history, curve and metrics."""
+def train_classifier(*, device: torch.device, gpus: int = 1,
+                     log_file: str | None = None, **job: Any) -> None:
+    """Train one experiment's classifier on ``gpus`` GPUs (DDP when more than one).
+
+    ``job`` holds _train_classifier's arguments (paths and settings, all picklable),
+    so every DDP rank can load its own copy of the data onto its own GPU.
+    """
+    if gpus > 1 and device.type == "cuda":
+        log.info("DistributedDataParallel over %d GPUs, one process each", gpus)
+        run_distributed(_classifier_rank, gpus, log_file, job)
+    else:
+        _train_classifier(device=device, **job)
+
+
+def _classifier_rank(rank: int, log_file: str | None, job: dict[str, Any]) -> None:
+    """One DDP rank; rank 0 keeps writing to the rule's log."""
+    if rank == 0 and log_file:
+        logging.basicConfig(filename=log_file, level=logging.INFO, format=FORMAT)
+    _train_classifier(device=torch.device("cuda", rank), **job)
+
+
+def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *, name: str,
+                      experiment: dict[str, Any], settings: dict[str, Any],
+                      device: torch.device, seed: int, weights_dir: str | None, precision: str,
+                      protocol: str, checkpoint_dir: str | Path, out_model: str,
+                      out_history: str, out_curve: str, out_metrics: str) -> None:
+    """Train one experiment's classifier; rank 0 writes model, history, curve and metrics."""
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     train, val, test = (positions(table, s) for s in ("train", "val", "test"))
     size = int(images.shape[1])
@@ -112,6 +135,8 @@ def train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *,
         extra={"experiment": experiment, "images": len(images), "size": size,
                "settings": settings, "protocol": protocol})
     seconds = time.perf_counter() - started
+    if not is_writer():
+        return
     test_scores = scores(table.set_index("pos").loc[test, "label"].to_numpy(),
                          predict(model, data, test, settings["batch_size"] * 2, precision))
     save_model(model, out_model, kind="fusion", architecture=experiment["model"],
@@ -134,7 +159,6 @@ def train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *,
     write_json(metrics, out_metrics)
     for stage in ("warmup", "finetune"):
         (Path(checkpoint_dir) / f"{stage}.pt").unlink(missing_ok=True)
-    return metrics
 
 
 def load_classifier(path: str | os.PathLike[str], device: torch.device,

@@ -1,7 +1,8 @@
 """The supervised training loop every classifier stage shares.
 
 Fast on a GPU (data resident on the device, GPU-side augmentation, bf16
-autocast, channels_last, optional torch.compile, no per-step host syncs) and
+autocast, channels_last, optional torch.compile, no per-step host syncs), on
+several GPUs with DDP inside a process group (dermflow.distributed), and
 resumable: each epoch ends with an atomic checkpoint, and all randomness of an
 epoch is seeded from (seed, epoch), so a killed run that resumes reaches the
 same weights as one that never stopped.
@@ -25,9 +26,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, f1_score
+from torch.nn.parallel import DistributedDataParallel
 
 from dermflow.atomic import atomic_path
 from dermflow.batches import ImageTensor, batches
+from dermflow.distributed import rank_world
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,16 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             log.info("resuming from %s after epoch %d", checkpoint, start)
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
-    step_model = torch.compile(model) if cfg.compile else model
+    rank, world = rank_world()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} GPUs")
+    step_model: torch.nn.Module = model
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, as on one GPU
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(step_model) if cfg.compile else step_model
     train_tensor = torch.as_tensor(train_idx)
     for epoch in range(start, cfg.epochs):
         if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
@@ -160,6 +172,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         seen = 0
         for chunk in batches(order, cfg.batch_size, drop_last=True):
             x, y = data.batch(chunk, device_gen if cfg.augment else None)
+            if world > 1:  # the same global batch on every rank; each trains on its share
+                x, y = x[rank::world], y[rank::world]
             with autocast(device, cfg.precision):
                 loss = F.cross_entropy(step_model(x).float(), y, weight=weight)
             optimizer.zero_grad(set_to_none=True)
@@ -167,6 +181,9 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             optimizer.step()
             loss_sum += loss.detach() * len(chunk)
             seen += len(chunk)
+        if world > 1:
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= world
         train_loss = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
         val = scores(labels[val_idx], predict(model, data, val_idx, cfg.batch_size * 2,
@@ -180,7 +197,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         log.info("epoch %d/%d loss %.4f val macro-F1 %.4f bal-acc %.4f acc %.4f | %.0f img/s",
                  epoch + 1, cfg.epochs, train_loss, val["macro_f1"], val["balanced_accuracy"],
                  val["accuracy"], row["images_per_s"])
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, {
                 "fingerprint": run_id, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "history": history,

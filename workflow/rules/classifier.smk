@@ -78,7 +78,7 @@ rule train_classifier:
         code=code_hash("dermflow.classifier"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=lambda wc: experiment_settings(wc.experiment)["gpus"],
     log:
         "logs/train_classifier_{experiment}.log",
     benchmark:

@@ -6,13 +6,15 @@ from dermflow.stage import gpu_stage
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     train_classifier(
-        inp.dataset,
-        inp.cache,
-        inp.get("extra"),
+        device=device,
+        gpus=par.settings["gpus"],
+        log_file=snakemake.log[0],
+        dataset_csv=inp.dataset,
+        cache_npy=inp.cache,
+        extra_npy=inp.get("extra"),
         name=snakemake.wildcards.experiment,
         experiment=par.experiment,
         settings=par.settings,
-        device=device,
         seed=par.seed,
         weights_dir=par.weights_dir,
         precision=par.precision,

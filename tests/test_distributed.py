@@ -1,0 +1,68 @@
+"""DDP: two gloo processes on the CPU train to the weights one process reaches alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dermflow.batches import ImageTensor
+from dermflow.distributed import rank_world, run_distributed
+from dermflow.train import TrainConfig, fit
+
+CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, augment=True, seed=3)
+
+
+class Tiny(nn.Module):
+    """A small CNN without BatchNorm: per-rank batch statistics would differ by design."""
+
+    num_classes = 7
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train(out: Path | None = None) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    data = ImageTensor(images, np.arange(40) % 7, torch.device("cpu"), (0.5,) * 3, (0.5,) * 3)
+    torch.manual_seed(0)
+    result = fit(Tiny(), data, np.arange(32), np.arange(32, 40), CFG,
+                 checkpoint=out.with_suffix(".ckpt") if out else None)
+    if out is not None and rank_world()[0] == 0:
+        torch.save(result.state, out)
+    return result.state
+
+
+def _rank(rank: int, out: Path) -> None:
+    torch.set_num_threads(1)
+    assert rank_world() == (rank, 2)
+    train(out)
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    single = train()
+    run_distributed(_rank, 2, tmp_path / "ddp.pt", backend="gloo")
+    ddp = torch.load(tmp_path / "ddp.pt")
+    for name, value in single.items():
+        assert torch.allclose(value, ddp[name], atol=1e-5), name
+    assert (tmp_path / "ddp.ckpt").is_file()  # written by rank 0 only, once per epoch
+
+
+def test_global_batch_must_split_evenly(tmp_path):
+    with pytest.raises(Exception, match="does not split over 2 GPUs"):
+        run_distributed(_odd_batch, 2, backend="gloo")
+
+
+def _odd_batch(rank: int) -> None:
+    data = ImageTensor(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, int), torch.device("cpu"),
+                       (0.5,) * 3, (0.5,) * 3)
+    fit(Tiny(), data, np.arange(4), np.arange(4), TrainConfig(epochs=1, batch_size=3))
