@@ -1,0 +1,43 @@
+"""`snakemake --resources gpu=2` with dermflow's claim: two GPU jobs at once, never on one GPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import snakemake
+
+pytestmark = pytest.mark.workflow
+
+JOB = """\
+import json, sys, time
+from dermflow.device import claim_gpus
+with claim_gpus(1, device_count=2, lock_dir=sys.argv[2]) as claim:
+    start = time.time()
+    time.sleep(1.5)
+    record = {"gpu": claim.physical[0], "start": start, "end": time.time()}
+open(sys.argv[1], "w").write(json.dumps(record))
+"""
+
+
+def test_gpu_resource_caps_jobs_and_claims_keep_them_apart(tmp_path: Path):
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "Snakefile").write_text(f"""
+rule all:
+    input: expand("out/{{i}}.json", i=range(6))
+
+rule gpu_job:
+    output: "out/{{i}}.json"
+    resources: gpu=1
+    shell: "{sys.executable} job.py {{output}} {tmp_path / 'locks'}"
+""")
+    snakemake(tmp_path, "--cores", "6", "--resources", "gpu=2")
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("*.json"))]
+    assert len(jobs) == 6
+    moments = sorted({j["start"] for j in jobs} | {j["end"] - 1e-6 for j in jobs})
+    running = [[j for j in jobs if j["start"] <= t < j["end"]] for t in moments]
+    assert max(len(r) for r in running) == 2  # two at a time with 6 cores free: never three
+    for together in running:
+        assert len({j["gpu"] for j in together}) == len(together)
