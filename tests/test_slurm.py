@@ -96,7 +96,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 def slurm_cluster(tmp_path_factory):
     reason = unavailable()
     if reason:
-        if os.environ.get("CI"):
+        if os.environ.get("CI") and os.geteuid() == 0:  # .ci/run installs the packages as root
             pytest.fail(f"the SLURM test must run in CI, but {reason}")
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("slurm")
