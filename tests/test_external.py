@@ -9,7 +9,7 @@ import pytest
 
 from dermflow.demo import make_external_test
 from dermflow.errors import DatasetError
-from dermflow.external import GROUND_TRUTH, IMAGES, ground_truth_metadata
+from dermflow.isic2018 import GROUND_TRUTH, IMAGES, ground_truth_metadata
 
 
 def test_one_hot_ground_truth_becomes_metadata(tmp_path):

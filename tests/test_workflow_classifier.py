@@ -45,7 +45,7 @@ def test_experiment_trains_and_predicts(demo_run, experiment):
     probs = predictions[[f"prob_{dx}" for dx in CLASSES]].to_numpy()
     assert np.allclose(probs.sum(1), 1, atol=1e-4) and (probs >= 0).all()
     assert (predictions["pred"] == probs.argmax(1)).all()
-    assert set(predictions["split"]) == {"val", "test"}
+    assert set(predictions["split"]) == {"val", "test", "external"}  # demo: external_test
     assert (predictions["source"] == "real").all()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["parameters_millions"] > 1 and metrics["training_seconds"] > 0
@@ -73,7 +73,8 @@ def test_adding_an_experiment_is_a_config_edit(demo_run, tmp_path):
          "overrides": {"bottleneck": 32}}]}))
     jobs = planned_jobs(demo_run, "--profile", "profiles/demo", "--configfile",
                         "profiles/demo/demo.yaml", str(extra))
-    assert jobs == {"train_classifier": 1, "predict": 1, "all": 1}
+    assert jobs == {"train_classifier": 1, "predict": 1, "evaluate": 1,  # the new one
+                    "compare": 1, "report": 1, "all": 1}  # and what gathers every experiment
 
 
 def test_command_line_predict_matches_the_pipeline(demo_run, tmp_path):

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv
-from dermflow.external import GROUND_TRUTH, IMAGES, ISIC_COLUMNS
 from dermflow.images import write_image
+from dermflow.isic2018 import GROUND_TRUTH, IMAGES, ISIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
