@@ -212,7 +212,7 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
 def saliency_layer(model: fusion.FusionClassifier) -> torch.nn.Module:
     """The CNN branch's last stage: its feature map feeds the fusion (Grad-CAM's layer)."""
     cnn = model.backbones[model.transformer.index(False)]
-    return getattr(cnn, fusion._block_container(cnn))[-1]
+    return getattr(cnn, fusion.block_container(cnn))[-1]
 
 
 def grad_cam(model: fusion.FusionClassifier, x: torch.Tensor, target: torch.Tensor,

@@ -89,7 +89,8 @@ class Renormalize(nn.Module):
         return x * self.scale + self.shift
 
 
-def _block_container(backbone: nn.Module) -> str:
+def block_container(backbone: nn.Module) -> str:
+    """The attribute holding a timm backbone's stages (ResNetV2) or blocks (ViT, MobileNet)."""
     for name in ("stages", "blocks"):
         if isinstance(getattr(backbone, name, None), nn.Sequential | nn.ModuleList):
             return name
@@ -152,7 +153,7 @@ class FusionClassifier(nn.Module):
     def unfreeze(self, blocks: int) -> None:
         """Fine-tuning: the last ``blocks`` stages/blocks of each backbone, and what follows."""
         for backbone in self.backbones:
-            container = _block_container(backbone)
+            container = block_container(backbone)
             getattr(backbone, container)[-blocks:].requires_grad_(True)
             after = False
             for name, child in backbone.named_children():

@@ -23,8 +23,6 @@ from sklearn.metrics import (
 )
 
 PER_CLASS = ("precision", "recall", "specificity", "f1", "accuracy")
-OVERALL = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
-           "weighted_f1")
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
