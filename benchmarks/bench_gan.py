@@ -15,22 +15,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import time
 
 import numpy as np
 import torch
 import yaml
+from bench_baseline import timed
 
 from dermflow.batches import ImageTensor
 from dermflow.config import validate_config
 from dermflow.gan_training import TO_UNIT, GanConfig, GanStep, build_networks, fit_gan
 from dermflow.provenance import cpu_name
 from dermflow.train import autocast
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bare_loop(settings: dict, device: torch.device, batch: int, size: int, steps: int,
@@ -69,14 +64,7 @@ def bare_loop(settings: dict, device: torch.device, batch: int, size: int, steps
         loss_g.backward()
         opt_g.step()
 
-    for _ in range(max(3, steps // 4)):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return batch * steps / (time.perf_counter() - start)
+    return timed(step, batch, steps, device)
 
 
 def dermflow_loop(settings: dict, device: torch.device, batch: int, size: int, steps: int,
