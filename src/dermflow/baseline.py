@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,13 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **meta: Any
 
 
 def load_model(path: str | os.PathLike[str], device: torch.device,
+               build: Callable[[dict[str, Any]], torch.nn.Module] | None = None,
                ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A model written by save_model, on ``device``, in eval mode."""
+    """A model written by save_model, on ``device``, in eval mode; ``build`` makes the empty
+    network from the saved metadata (default: the timm model named ``architecture``)."""
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = models.create(saved["architecture"], num_classes=len(saved["classes"]))
+    model = (build(saved) if build else
+             models.create(saved["architecture"], num_classes=len(saved["classes"])))
     model.load_state_dict(saved.pop("state_dict"))
     return model.to(device, memory_format=torch.channels_last).eval(), saved
 

@@ -23,7 +23,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 from dermflow import fusion, models
 from dermflow.atomic import write_csv, write_json
-from dermflow.baseline import resolve_compile, save_model
+from dermflow.baseline import load_model, resolve_compile, save_model
 from dermflow.batches import ImageTensor
 from dermflow.cache import resize_square
 from dermflow.datasets import load_dataset
@@ -36,6 +36,13 @@ from dermflow.stage import FORMAT
 from dermflow.train import TrainConfig, fit, predict, scores
 
 log = logging.getLogger(__name__)
+
+
+def with_probabilities(rows: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``rows`` plus a ``prob_<class>`` column per class and the arg-max ``pred``."""
+    out = rows.assign(**{f"prob_{dx}": probs[:, k] for k, dx in enumerate(classes)})
+    out["pred"] = probs.argmax(1)
+    return out
 
 
 def labels_by_position(table: pd.DataFrame, n: int) -> np.ndarray:
@@ -161,15 +168,18 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
         (Path(checkpoint_dir) / f"{stage}.pt").unlink(missing_ok=True)
 
 
+def _empty_fusion(saved: dict[str, Any]) -> fusion.FusionClassifier:
+    return fusion.create(saved["architecture"], image_size=saved["image_size"],
+                         settings={**saved["settings"], "pretrained": False}, weights_dir=None,
+                         num_classes=len(saved["classes"]))
+
+
 def load_classifier(path: str | os.PathLike[str], device: torch.device,
                     ) -> tuple[fusion.FusionClassifier, dict[str, Any]]:
     """A classifier written by train_classifier, on ``device``, in eval mode."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = fusion.create(saved["architecture"], image_size=saved["image_size"],
-                          settings={**saved["settings"], "pretrained": False}, weights_dir=None,
-                          num_classes=len(saved["classes"]))
-    model.load_state_dict(saved.pop("state_dict"))
-    return model.to(device, memory_format=torch.channels_last).eval(), saved
+    model, meta = load_model(path, device, build=_empty_fusion)
+    assert isinstance(model, fusion.FusionClassifier)
+    return model, meta
 
 
 def predict_external(model: fusion.FusionClassifier, meta: dict[str, Any], cache_npy: str,
@@ -180,11 +190,9 @@ def predict_external(model: fusion.FusionClassifier, meta: dict[str, Any], cache
     index = pd.read_csv(index_csv)
     data = ImageTensor(images, index["label"].to_numpy(), device, meta["mean"], meta["std"])
     probs = predict(model, data, np.arange(len(index)), batch_size, precision)
-    out = index[["image_id", "dx", "label"]].assign(split="external", source="real", pos=-1)
-    for k, dx in enumerate(CLASSES):
-        out[f"prob_{dx}"] = probs[:, k]
-    out["pred"] = probs.argmax(1)
-    return out
+    return with_probabilities(
+        index[["image_id", "dx", "label"]].assign(split="external", source="real", pos=-1),
+        probs, list(CLASSES))
 
 
 def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
@@ -202,10 +210,9 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
     data = ImageTensor(np.stack(prepared), np.zeros(len(prepared), np.int64), device,
                        meta["mean"], meta["std"])
     probs = predict(model, data, np.arange(len(prepared)), batch_size, precision)
-    out = pd.DataFrame({"path": [str(p) for p in paths]})
-    for k, dx in enumerate(meta["classes"]):
-        out[f"prob_{dx}"] = probs[:, k]
-    out["pred"] = [meta["classes"][k] for k in probs.argmax(1)]
+    out = with_probabilities(pd.DataFrame({"path": [str(p) for p in paths]}), probs,
+                             meta["classes"])
+    out["pred"] = [meta["classes"][k] for k in out["pred"]]
     return out
 
 
@@ -250,10 +257,8 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
                        meta["std"])
     rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
     probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
-    out = rows[["image_id", "split", "source", "dx", "label", "pos"]].copy()
-    for k, dx in enumerate(CLASSES):
-        out[f"prob_{dx}"] = probs[:, k]
-    out["pred"] = probs.argmax(1)
+    out = with_probabilities(rows[["image_id", "split", "source", "dx", "label", "pos"]], probs,
+                             list(CLASSES))
     if external is not None:
         out = pd.concat([out, predict_external(model, meta, *external, device=device,
                                                precision=precision, batch_size=batch_size)],

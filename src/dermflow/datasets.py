@@ -75,7 +75,7 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
     """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
     fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
-    split = pd.read_csv(split_csv)
+    split = index[["image_id", "lesion_id", "dx", "split"]]
     if balance == "none":
         table = _with_rows(split.assign(source="real"), index, None, "cache")
     elif balance == "cgan":

@@ -87,33 +87,35 @@ def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
     save(fig, out_png)
 
 
-def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_json: str,
-                        out_bootstrap: str, out_roc: str, out_pr: str, out_confusion: str,
-                        out_bootstrap_png: str) -> dict[str, Any]:
-    """Point metrics, bootstrap summary and figures of one experiment's test predictions."""
-    test = test_rows(predictions_csv)
-    labels, probs = test["label"].to_numpy(), test[PROBS].to_numpy()
+def scored(rows: pd.DataFrame, resamples: int, seed: int,
+           ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    """Point metrics with the bootstrap's overall summary, the full summary, the resamples."""
+    labels, probs = rows["label"].to_numpy(), rows[PROBS].to_numpy()
     report = evaluate(labels, probs, list(CLASSES))
     values = bootstrap(labels, probs.argmax(1), list(CLASSES),
-                       bootstrap_samples(len(test), resamples, seed))
+                       bootstrap_samples(len(rows), resamples, seed))
     summary = summarize_bootstrap(values, list(CLASSES))
     report["bootstrap"] = {"resamples": resamples, "seed": seed,
                            "overall": summary[summary["scope"] == "overall"].set_index(
                                "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
+    return report, summary, values
+
+
+def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_json: str,
+                        out_bootstrap: str, out_roc: str, out_pr: str, out_confusion: str,
+                        out_bootstrap_png: str) -> dict[str, Any]:
+    """Point metrics, bootstrap summary and figures of one experiment's test predictions
+    (and of the external test set's, when there are some)."""
+    test = test_rows(predictions_csv)
+    report, summary, values = scored(test, resamples, seed)
     external = test_rows(predictions_csv, "external")
     if len(external):
-        labels_x, probs_x = external["label"].to_numpy(), external[PROBS].to_numpy()
-        report["external"] = evaluate(labels_x, probs_x, list(CLASSES))
-        boot = summarize_bootstrap(bootstrap(labels_x, probs_x.argmax(1), list(CLASSES),
-                                             bootstrap_samples(len(external), resamples, seed)),
-                                   list(CLASSES))
-        report["external"]["bootstrap"] = {"resamples": resamples, "seed": seed, "overall": boot[
-            boot["scope"] == "overall"].set_index("metric")[
-            ["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
-        summary = pd.concat([summary.assign(split="test"), boot.assign(split="external")])
+        report["external"], external_summary, _ = scored(external, resamples, seed)
+        summary = pd.concat([summary.assign(split="test"),
+                             external_summary.assign(split="external")])
     write_json(report, out_json)
     write_csv(summary, out_bootstrap)
-    plot_curves(labels, probs, out_roc, out_pr)
+    plot_curves(test["label"].to_numpy(), test[PROBS].to_numpy(), out_roc, out_pr)
     plot_confusion(report["confusion_matrix_normalized"], out_confusion)
     plot_bootstrap(values, out_bootstrap_png)
     log.info("test n=%d accuracy %.4f balanced %.4f macro-F1 %.4f", report["n"],

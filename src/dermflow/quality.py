@@ -84,7 +84,7 @@ def lpips_report(metric: Any, images: np.ndarray, synthetic: np.ndarray, manifes
     rng = np.random.default_rng([seed, 2])
     per_class: dict[str, Any] = {}
     pooled: list[torch.Tensor] = []
-    to_source = lpips_distance(metric, torch.from_numpy(np.array(synthetic)),
+    to_source = lpips_distance(metric, torch.from_numpy(synthetic),
                                torch.from_numpy(images[manifest["source_row"].to_numpy()]),
                                batch_size).numpy()
     for dx in CLASSES:
@@ -140,9 +140,8 @@ def memorisation(images: np.ndarray, synthetic: np.ndarray, manifest: pd.DataFra
     nearest, distance = nearest_real(synthetic_f, real_f)
     nearest_rows = pool_rows[nearest]
     source_rows = manifest["source_row"].to_numpy()
-    synth = np.array(synthetic)
-    mae_nearest = _mae(synth, images[nearest_rows]) if len(synth) else np.zeros(0)
-    mae_source = _mae(synth, images[source_rows]) if len(synth) else np.zeros(0)
+    mae_nearest = _mae(synthetic, images[nearest_rows]) if len(synthetic) else np.zeros(0)
+    mae_source = _mae(synthetic, images[source_rows]) if len(synthetic) else np.zeros(0)
     near_copy = np.minimum(mae_nearest, mae_source) < near_copy_mae
     table = pd.DataFrame({
         "synthetic_id": manifest["synthetic_id"], "dx": manifest["dx"],
@@ -235,7 +234,7 @@ def check_synthetic(baseline_model: str, cache_npy: str, index_csv: str, split_c
                     ) -> dict[str, Any]:
     """Measure the synthetic set against the real training pool and apply the gate."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    synthetic = np.load(synthetic_npy, mmap_mode="r")
+    synthetic = np.load(synthetic_npy)  # in memory once: LPIPS and memorisation both read it
     manifest = pd.read_csv(manifest_csv)
     if len(manifest) != len(synthetic) or synthetic.shape[1:] != images.shape[1:]:
         raise DatasetError(f"{synthetic_npy} holds {synthetic.shape} but {manifest_csv} lists "
