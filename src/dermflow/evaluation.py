@@ -128,20 +128,20 @@ def compare_experiments(predictions: dict[str, str], *, resamples: int, seed: in
                         out_csv: str) -> pd.DataFrame:
     """Paired bootstrap differences (a - b) for every pair of experiments on the same test set."""
     tests = {name: test_rows(path) for name, path in predictions.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for a, b in itertools.combinations(tests, 2):
         ta, tb = tests[a], tests[b]
         if not ta["image_id"].equals(tb["image_id"]):
-            rows.append({"a": a, "b": b, "metric": m, "note": "different test sets: not paired"}
-                        for m in COMPARED)
+            rows += [{"a": a, "b": b, "metric": m, "note": "different test sets: not paired"}
+                     for m in COMPARED]
             continue
         samples = bootstrap_samples(len(ta), resamples, seed)
         labels = ta["label"].to_numpy()
         va = bootstrap(labels, ta[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
         vb = bootstrap(labels, tb[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
-        rows.append({"a": a, "b": b, "metric": m, **paired_difference(va[m], vb[m]),
-                     "note": ""} for m in COMPARED)
-    table = pd.DataFrame([r for group in rows for r in group],
+        rows += [{"a": a, "b": b, "metric": m, **paired_difference(va[m], vb[m]), "note": ""}
+                 for m in COMPARED]
+    table = pd.DataFrame(rows,
                          columns=["a", "b", "metric", "difference", "ci_low", "ci_high",
                                   "p_value", "note"])
     write_csv(table, out_csv)
