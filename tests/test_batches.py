@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dermflow.batches import ImageTensor, augment, batches
+from dermflow.batches import ImageTensor, augment, batches, keras_augment
 
 CPU = torch.device("cpu")
 
@@ -39,6 +39,29 @@ def test_identity_settings_leave_images_alone():
     for a, b in zip(x, y, strict=True):
         assert any(torch.allclose(f, b, atol=1e-5) for f in
                    (a, a.flip(-1), a.flip(-2), a.flip(-1).flip(-2)))
+
+
+def test_keras_augmentation_flips_horizontally_only_and_fills_with_the_nearest_edge():
+    x = torch.rand(16, 3, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    y = keras_augment(x, gen, rotate=0, shift=0, shear=0, zoom=0)
+    flipped = [torch.allclose(b, a.flip(-1), atol=1e-5) for a, b in zip(x, y, strict=True)]
+    kept = [torch.allclose(b, a, atol=1e-5) for a, b in zip(x, y, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
+    # shifted by up to 20%: nearest fill repeats edge pixels instead of padding with zeros
+    constant = torch.full((4, 3, 16, 16), 0.7)
+    out = keras_augment(constant, torch.Generator().manual_seed(1))
+    assert torch.allclose(out, constant, atol=1e-5)
+
+
+def test_keras_augmentation_stays_within_twenty_degrees():
+    """A horizontal bar rotated by at most 20° keeps most of its mass near the middle rows."""
+    x = torch.zeros(64, 3, 33, 33)
+    x[:, :, 16, :] = 1.0
+    y = keras_augment(x, torch.Generator().manual_seed(3), shift=0, zoom=0)
+    rows = y.mean(dim=(0, 1, 3))  # mass per row, over all images
+    assert rows[16 - 7:16 + 8].sum() > 0.9 * rows.sum()  # tan(20°) x 16 ≈ 6 rows off centre
+    assert keras_augment(x, torch.Generator().manual_seed(3)).shape == x.shape
 
 
 def test_batches_drop_only_a_short_tail():

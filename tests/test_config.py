@@ -16,12 +16,14 @@ def config(repo):
     return yaml.safe_load((repo / "config.yaml").read_text())
 
 
-def test_shipped_configs_are_valid(repo, config):
+@pytest.mark.parametrize("profile", ["demo", "papers", "dermagan"])
+def test_shipped_configs_are_valid(repo, config, profile):
     assert load_config(repo / "config.yaml")["protocol"] == "grouped"
-    demo = copy.deepcopy(config)
-    for key, value in yaml.safe_load((repo / "profiles/demo/demo.yaml").read_text()).items():
-        demo[key] = {**demo[key], **value} if isinstance(value, dict) else value
-    assert validate_config(demo)["dataset"]["source"] == "demo"
+    merged = copy.deepcopy(config)
+    for key, value in yaml.safe_load((repo / f"profiles/{profile}/{profile}.yaml").read_text()
+                                     ).items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    assert validate_config(merged)["experiments"] == merged["experiments"]
 
 
 def test_defaults_are_filled(config):
@@ -88,12 +90,24 @@ def test_key_order_does_not_change_what_stages_see(config):
 @pytest.mark.parametrize(("change", "message"), [
     ({"image_size": 40}, "gan.depth"),
     ({"image_size": 56, "gan": {"depth": 3}}, "DeiT cuts 16-pixel patches"),
+    ({"gan": {"kind": "dcgan", "dcgan": {"size": 48}}}, "gan.dcgan.size: must be a power of two"),
 ])
 def test_sizes_the_networks_cannot_take_are_config_errors(config, change, message):
     for key, value in change.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_a_gan_balance_needs_that_generator(config):
+    config["experiments"].append({"name": "d", "balance": "dcgan", "model": "dermagan_cnn"})
+    with pytest.raises(ConfigError, match=r"\[5\]\.balance: dcgan needs gan.kind: dcgan"):
+        validate_config(config)
+    config["gan"] = {**config["gan"], "kind": "dcgan"}
+    with pytest.raises(ConfigError, match=r"\[0\]\.balance: cgan needs gan.kind: cgan"):
+        validate_config(config)
+    config["experiments"] = config["experiments"][5:]
+    assert validate_config(config)["gan"]["kind"] == "dcgan"
 
 
 def test_experiment_names_are_unique(config):

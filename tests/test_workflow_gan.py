@@ -14,7 +14,7 @@ from conftest import SHARED_WEIGHTS, planned_jobs, snakemake
 
 from dermflow.baseline import load_split_cache
 from dermflow.batches import ImageTensor
-from dermflow.gan_training import TO_UNIT, attention_tensor, load_generator
+from dermflow.gan_training import TO_UNIT, attention_tensor, load_networks
 from dermflow.labels import CLASSES
 from dermflow.perceptual import ALEXNET_FILE
 from dermflow.synthesis import synthesize, synthetic_counts
@@ -65,16 +65,22 @@ def generator_setup(demo_run):
                                      demo_run / f"results/cache/index_{size}.csv",
                                      demo_run / "results/split/split.csv")
     maps = np.load(demo_run / "results/attention/attention.npy")
-    generator, _ = load_generator(demo_run / "results/gan/generator.pt", torch.device("cpu"))
+    generator, _, _ = load_networks(demo_run / "results/gan/generator.pt", torch.device("cpu"))
     data = ImageTensor(images, index["label"].to_numpy(), torch.device("cpu"), *TO_UNIT)
     rows = np.flatnonzero((index["split"] == "train").to_numpy())[:64]
     x = data.batch(torch.as_tensor(rows))[0]
     return generator, data, attention_tensor(maps, data.device, True), rows, x, maps[rows]
 
 
+def draws(data: ImageTensor, rows: np.ndarray, seeds: np.ndarray) -> pd.DataFrame:
+    """Manifest rows: one synthetic image per (source row, seed), of the source's class."""
+    return pd.DataFrame({"source_row": rows, "seed": seeds,
+                         "label": data.labels[torch.as_tensor(rows)].numpy()})
+
+
 def test_generator_changes_attended_regions_and_spares_the_background(generator_setup):
     generator, data, attention, rows, x, maps = generator_setup
-    fake = synthesize(generator, data, attention, rows, np.arange(len(rows)))
+    fake = synthesize(generator, data, attention, draws(data, rows, np.arange(len(rows))))
     change = ((fake - x).abs().mean(1) / 2).numpy()  # [0, 1] units per pixel
     high, low = change[maps > 0.5].mean(), change[maps < 0.1].mean()
     assert high > 5 * low
@@ -83,13 +89,14 @@ def test_generator_changes_attended_regions_and_spares_the_background(generator_
 
 def test_two_draws_differ_but_stay_close_to_their_source(generator_setup):
     generator, data, attention, rows, x, _ = generator_setup
-    first = synthesize(generator, data, attention, rows, np.arange(len(rows)))
-    second = synthesize(generator, data, attention, rows, np.arange(len(rows)) + 10_000)
+    first = synthesize(generator, data, attention, draws(data, rows, np.arange(len(rows))))
+    second = synthesize(generator, data, attention,
+                        draws(data, rows, np.arange(len(rows)) + 10_000))
     between = ((first - second).abs().mean(dim=(1, 2, 3)) / 2).numpy()
     to_source = ((first - x).abs().mean(dim=(1, 2, 3)) / 2).numpy()
     assert (between > 0).all() and between.mean() > 0.001  # the noise makes a difference
     assert to_source.mean() < 0.05  # the identity term keeps them near the source
-    again = synthesize(generator, data, attention, rows, np.arange(len(rows)))
+    again = synthesize(generator, data, attention, draws(data, rows, np.arange(len(rows))))
     assert torch.equal(first, again)  # and a seed reproduces its image
 
 
@@ -154,8 +161,9 @@ def test_warned_gate_continues_and_says_why(demo_run, tmp_path):
         weights.unlink()
     weights.mkdir(parents=True, exist_ok=True)
     (weights / "weights-inception-2015-12-05-6726825d.pth").write_bytes(b"truncated")
-    snakemake(run, "--profile", "profiles/demo", "--config",
-              "quality={on_fail: warn, inception: true, thresholds: {fid_baseline_max: 0.001}}")
+    snakemake(run, "--profile", "profiles/demo", "--config",  # up to the gate's consumer
+              "quality={on_fail: warn, inception: true, thresholds: {fid_baseline_max: 0.001}}",
+              "--", "results/synthetic/split.csv")
     report = json.loads((run / "results/synthetic/quality.json").read_text())
     assert report["gate"]["passed"] is False and report["gate"]["failed"] == ["fid_baseline_max"]
     assert report["spaces"]["inception"]["available"] is False

@@ -9,11 +9,12 @@ import pytest
 import yaml
 from conftest import REPO, snakemake
 
-from dermflow.labels import CLASSES
+from dermflow.labels import task_classes
 
 pytestmark = pytest.mark.workflow
-NAMES = [e["name"] for e in
-         yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())["experiments"]]
+EXPERIMENTS = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())["experiments"]
+NAMES = [e["name"] for e in EXPERIMENTS]
+CLASSES_OF = {e["name"]: task_classes(e.get("task", "multiclass")) for e in EXPERIMENTS}
 FIGURES = ("roc.png", "precision_recall.png", "confusion.png", "bootstrap.png")
 
 
@@ -23,13 +24,13 @@ def test_every_experiment_is_evaluated_with_bootstrap_intervals(demo_run, experi
     evaluation = json.loads((folder / "evaluation.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv")
     assert evaluation["n"] == (predictions["split"] == "test").sum()
-    assert set(evaluation["per_class"]) == set(CLASSES)
+    assert set(evaluation["per_class"]) == set(CLASSES_OF[experiment])
     accuracy = evaluation["bootstrap"]["overall"]["accuracy"]
     assert accuracy["ci_low"] <= evaluation["overall"]["accuracy"] <= accuracy["ci_high"]
     assert accuracy["se"] > 0 and evaluation["bootstrap"]["resamples"] == 1000
     boot = pd.read_csv(folder / "bootstrap.csv")
     assert {"mean", "std", "se", "ci_low", "ci_high"} <= set(boot.columns)
-    assert set(boot["scope"]) == {"overall", *CLASSES}
+    assert set(boot["scope"]) == {"overall", *CLASSES_OF[experiment]}
     for figure in FIGURES:
         assert (folder / figure).read_bytes()[:4] == b"\x89PNG", figure
 
@@ -38,7 +39,12 @@ def test_experiments_are_compared_pairwise_on_the_same_test_images(demo_run):
     table = pd.read_csv(demo_run / "results/report/comparisons.csv")
     n = len(NAMES)
     assert len(table) == n * (n - 1) // 2 * 2  # pairs x (balanced accuracy, macro-F1)
-    assert table["note"].isna().all()  # grouped: every experiment has the same test split
+    same_task = [CLASSES_OF[a] == CLASSES_OF[b] for a, b in zip(table["a"], table["b"],
+                                                                   strict=True)]
+    assert table.loc[same_task, "note"].isna().all()  # grouped: one test split for all
+    assert (table.loc[[not s for s in same_task], "note"] ==
+            "different tasks: not compared").all()
+    table = table[same_task]
     assert table["p_value"].between(0, 1).all()
     assert (table["ci_low"] <= table["difference"]).all()
 
@@ -46,7 +52,9 @@ def test_experiments_are_compared_pairwise_on_the_same_test_images(demo_run):
 def test_report_has_the_ablation_table_and_a_clean_leakage_audit(demo_run):
     table = pd.read_csv(demo_run / "results/report/ablation.csv")
     assert list(table["experiment"].unique()) == NAMES
-    assert len(table) == len(NAMES) * (len(CLASSES) + 2)
+    assert len(table) == sum(len(CLASSES_OF[name]) + 2 for name in NAMES)
+    assert set(table.loc[table["task"] == "binary", "class"]) == {
+        "benign", "malignant", "macro average", "weighted average"}
     markdown = (demo_run / "results/report/ablation.md").read_text()
     assert "cgan_resnet50v2_deit (v)" in markdown and "Leakage audit" in markdown
     audit = json.loads((demo_run / "results/report/leakage.json").read_text())

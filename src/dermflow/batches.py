@@ -36,13 +36,14 @@ class ImageTensor:
         return len(self.labels)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised float NCHW (channels_last) images and labels; augmented if a generator."""
+              policy: str = "dermoscopy") -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float NCHW (channels_last) images and labels; augmented by ``policy``
+        (a key of AUGMENTATIONS) if a generator is given."""
         index = index.to(self.images.device)
         x = self.images[index].to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255)
         if generator is not None:
-            x = augment(x, generator)
+            x = AUGMENTATIONS[policy](x, generator)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last), self.labels[index.to(self.device)]
 
@@ -81,6 +82,32 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, rotate: float = 180.
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean
     return (x * brightness).clamp_(0, 1)
+
+
+def keras_augment(x: torch.Tensor, generator: torch.Generator, *, rotate: float = 20.0,
+                  shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2) -> torch.Tensor:
+    """Paper 001's Keras ImageDataGenerator: rotation ±20°, width/height shift ±20%, shear,
+    zoom 0.8-1.2 per axis, horizontal flip, nearest fill, with Keras's semantics (its
+    shear_range is an angle in degrees, so 0.2 is a fifth of a degree), as one batched op."""
+    n = x.shape[0]
+    angle = _uniform(n, -rotate, rotate, generator) * math.pi / 180
+    shear_angle = _uniform(n, -shear, shear, generator) * math.pi / 180
+    zoom_x, zoom_y = (_uniform(n, 1 - zoom, 1 + zoom, generator) for _ in range(2))
+    flip = torch.where(_uniform(n, 0, 1, generator) < 0.5, -1.0, 1.0)
+    shift_x, shift_y = (_uniform(n, -shift, shift, generator) * 2 for _ in range(2))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output → input coordinates: rotation · shear · zoom · flip, then shift (grid units span 2)
+    a, b = cos, -sin * torch.cos(shear_angle) - cos * torch.sin(shear_angle)
+    c, d = sin, -sin * torch.sin(shear_angle) + cos * torch.cos(shear_angle)
+    theta = torch.stack([
+        torch.stack([a * zoom_x * flip, b * zoom_y, shift_x], 1),
+        torch.stack([c * zoom_x * flip, d * zoom_y, shift_y], 1),
+    ], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+AUGMENTATIONS = {"dermoscopy": augment, "keras": keras_augment}
 
 
 def batches(index: torch.Tensor, batch_size: int, *, drop_last: bool = False,

@@ -104,6 +104,11 @@ class Critic(nn.Module):
 
     def forward(self, image: torch.Tensor, attention: torch.Tensor,
                 label: torch.Tensor) -> torch.Tensor:
+        return self.score(image, attention, label)[0]
+
+    def score(self, image: torch.Tensor, attention: torch.Tensor, label: torch.Tensor,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Wasserstein score and the last hidden layer, pooled, per image."""
         h = self.features(torch.cat([image, attention.to(image.dtype)], 1))
         patches = self.realism(h).squeeze(1) + (h * self.embed(label)[:, :, None, None]).sum(1)
-        return patches.float().mean(dim=(1, 2))
+        return patches.float().mean(dim=(1, 2)), h.mean(dim=(2, 3)).float()

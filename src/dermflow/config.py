@@ -98,8 +98,19 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
         if deit and isinstance(config.get("image_size"), int) and config["image_size"] % 16:
             yield (f"image_size: DeiT cuts 16-pixel patches, so experiment {deit[0]} needs "
                    f"image_size divisible by 16 (it is {config['image_size']})")
-    size, depth = config.get("image_size"), config.get("gan", {}).get("depth")
-    if isinstance(size, int) and isinstance(depth, int) and size % 2**depth:
+    gan = config.get("gan", {})
+    if isinstance(experiments, list):
+        for k, e in enumerate(experiments):
+            balance = e.get("balance") if isinstance(e, dict) else None
+            if balance in ("cgan", "dcgan") and gan.get("kind") != balance:
+                yield (f"experiments[{k}].balance: {balance} needs gan.kind: {balance} (the run "
+                       f"trains one generator; gan.kind is {gan.get('kind')})")
+    dcgan_size = gan.get("dcgan", {}).get("size")
+    if isinstance(dcgan_size, int) and dcgan_size & (dcgan_size - 1):
+        yield f"gan.dcgan.size: must be a power of two (it is {dcgan_size})"
+    size, depth = config.get("image_size"), gan.get("depth")
+    if gan.get("kind") == "cgan" and isinstance(size, int) and isinstance(depth, int) and \
+            size % 2**depth:
         yield (f"gan.depth: the generator halves the image {depth} times, so image_size must be "
                f"divisible by {2**depth} (it is {size})")
 

@@ -1,7 +1,7 @@
 """build_dataset: the training data of each balance mode, and loading it back.
 
-``none``: the real images and their split. ``cgan``: real + the C'GAN's synthetic
-images, split as split_pool decided (per protocol). ``augment``: the paper's
+``none``: the real images and their split. ``cgan`` / ``dcgan``: real + the
+generator's synthetic images, split as split_pool decided (per protocol). ``augment``: the paper's
 ablation (iv): the same per-class numbers as synthesis, made by classical
 augmentation (flips, rotation, shift/scale, colour jitter) of training-pool
 images, split the same way as synthetic images would be.
@@ -31,7 +31,7 @@ from dermflow.synthesis import plan, synthetic_counts
 
 log = logging.getLogger(__name__)
 
-BALANCES = ("none", "cgan", "augment")
+BALANCES = ("none", "cgan", "dcgan", "augment")
 COLUMNS = ("image_id", "source", "array", "row", "lesion_id", "dx", "label", "split")
 
 
@@ -78,9 +78,10 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
     split = index[["image_id", "lesion_id", "dx", "split"]]
     if balance == "none":
         table = _with_rows(split.assign(source="real"), index, None, "cache")
-    elif balance == "cgan":
+    elif balance in ("cgan", "dcgan"):
         if synthetic_manifest is None or synthetic_split is None:
-            raise ValueError("balance cgan needs the synthetic manifest and split_pool's split")
+            raise ValueError(f"balance {balance} needs the synthetic manifest and split_pool's "
+                             "split")
         table = _with_rows(pd.read_csv(synthetic_split), index, pd.read_csv(synthetic_manifest),
                            "synthetic")
     elif balance == "augment":

@@ -18,7 +18,6 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from dermflow.atomic import write_csv, write_json
 from dermflow.figures import plt, save
-from dermflow.labels import CLASSES
 from dermflow.metrics import (
     bootstrap,
     bootstrap_samples,
@@ -28,8 +27,17 @@ from dermflow.metrics import (
 )
 
 log = logging.getLogger(__name__)
-PROBS = [f"prob_{dx}" for dx in CLASSES]
 COMPARED = ("balanced_accuracy", "macro_f1")
+
+
+def classes_of(predictions: pd.DataFrame) -> list[str]:
+    """The class names of a prediction table (its ``prob_<class>`` columns, in label order):
+    the seven diagnoses, or benign/malignant for a binary experiment."""
+    return [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
+
+
+def probabilities(predictions: pd.DataFrame) -> np.ndarray:
+    return predictions[[f"prob_{c}" for c in classes_of(predictions)]].to_numpy()
 
 
 def test_rows(predictions_csv: str | os.PathLike[str], split: str = "test") -> pd.DataFrame:
@@ -38,11 +46,12 @@ def test_rows(predictions_csv: str | os.PathLike[str], split: str = "test") -> p
     return table[table["split"] == split].sort_values("image_id").reset_index(drop=True)
 
 
-def plot_curves(labels: np.ndarray, probs: np.ndarray, out_roc: str, out_pr: str) -> None:
+def plot_curves(labels: np.ndarray, probs: np.ndarray, classes: list[str], out_roc: str,
+                out_pr: str) -> None:
     """The paper's Fig. 9: one-vs-rest ROC and precision-recall curves for every class."""
     for kind, out in (("roc", out_roc), ("pr", out_pr)):
         fig, ax = plt.subplots(figsize=(5, 4.5))
-        for c, dx in enumerate(CLASSES):
+        for c, dx in enumerate(classes):
             truth = labels == c
             if not 0 < truth.sum() < len(truth):
                 continue
@@ -60,7 +69,7 @@ def plot_curves(labels: np.ndarray, probs: np.ndarray, out_roc: str, out_pr: str
         save(fig, out)
 
 
-def plot_confusion(matrix: list[list[float]], out_png: str) -> None:
+def plot_confusion(matrix: list[list[float]], classes: list[str], out_png: str) -> None:
     """The paper's Fig. 10: the row-normalized confusion matrix."""
     cm = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -68,8 +77,8 @@ def plot_confusion(matrix: list[list[float]], out_png: str) -> None:
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if v > 0.5 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true")
     save(fig, out_png)
 
@@ -90,11 +99,12 @@ def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
 def scored(rows: pd.DataFrame, resamples: int, seed: int,
            ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     """Point metrics with the bootstrap's overall summary, the full summary, the resamples."""
-    labels, probs = rows["label"].to_numpy(), rows[PROBS].to_numpy()
-    report = evaluate(labels, probs, list(CLASSES))
-    values = bootstrap(labels, probs.argmax(1), list(CLASSES),
+    classes = classes_of(rows)
+    labels, probs = rows["label"].to_numpy(), probabilities(rows)
+    report = evaluate(labels, probs, classes)
+    values = bootstrap(labels, probs.argmax(1), classes,
                        bootstrap_samples(len(rows), resamples, seed))
-    summary = summarize_bootstrap(values, list(CLASSES))
+    summary = summarize_bootstrap(values, classes)
     report["bootstrap"] = {"resamples": resamples, "seed": seed,
                            "overall": summary[summary["scope"] == "overall"].set_index(
                                "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
@@ -115,8 +125,9 @@ def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_
                              external_summary.assign(split="external")])
     write_json(report, out_json)
     write_csv(summary, out_bootstrap)
-    plot_curves(test["label"].to_numpy(), test[PROBS].to_numpy(), out_roc, out_pr)
-    plot_confusion(report["confusion_matrix_normalized"], out_confusion)
+    classes = classes_of(test)
+    plot_curves(test["label"].to_numpy(), probabilities(test), classes, out_roc, out_pr)
+    plot_confusion(report["confusion_matrix_normalized"], classes, out_confusion)
     plot_bootstrap(values, out_bootstrap_png)
     log.info("test n=%d accuracy %.4f balanced %.4f macro-F1 %.4f", report["n"],
              report["overall"]["accuracy"], report["overall"]["balanced_accuracy"],
@@ -131,14 +142,19 @@ def compare_experiments(predictions: dict[str, str], *, resamples: int, seed: in
     rows: list[dict[str, Any]] = []
     for a, b in itertools.combinations(tests, 2):
         ta, tb = tests[a], tests[b]
+        classes = classes_of(ta)
+        if classes != classes_of(tb):
+            rows += [{"a": a, "b": b, "metric": m, "note": "different tasks: not compared"}
+                     for m in COMPARED]
+            continue
         if not ta["image_id"].equals(tb["image_id"]):
             rows += [{"a": a, "b": b, "metric": m, "note": "different test sets: not paired"}
                      for m in COMPARED]
             continue
         samples = bootstrap_samples(len(ta), resamples, seed)
         labels = ta["label"].to_numpy()
-        va = bootstrap(labels, ta[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
-        vb = bootstrap(labels, tb[PROBS].to_numpy().argmax(1), list(CLASSES), samples)
+        va = bootstrap(labels, probabilities(ta).argmax(1), classes, samples)
+        vb = bootstrap(labels, probabilities(tb).argmax(1), classes, samples)
         rows += [{"a": a, "b": b, "metric": m, **paired_difference(va[m], vb[m]), "note": ""}
                  for m in COMPARED]
     table = pd.DataFrame(rows,

@@ -1,4 +1,4 @@
-"""Feature-level fusion classifiers: the paper's ResNet50V2-DeiT and its Table 5 CNN ensembles.
+"""Feature-level fusion classifiers: paper 000's ResNet50V2-DeiT and its Table 5 CNN ensembles.
 
 ``resnet50v2_deit``: the DeiT-Small (distilled) output tokens are the queries of a
 cross-attention whose keys and values are the ResNetV2-50 feature map's positions,
@@ -7,10 +7,8 @@ attended tokens, added to their queries and layer-normalised, are averaged into
 one vector. The CNN ensembles global-pool each backbone and concatenate. Either
 way a bottleneck layer and a 7-way head follow.
 
-Staged training (the paper's): backbones frozen (BatchNorm statistics included)
-while the fusion layers and head warm up; then the last ``unfreeze_blocks``
-stages/blocks of every backbone are trained jointly at a reduced learning rate,
-the still-frozen layers' BatchNorm statistics staying fixed.
+A single backbone (paper 002's EfficientNet-B4) is the same model with one branch.
+Staged training (the paper's) freezes and unfreezes through FreezableClassifier.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermflow import models
+from dermflow.freezing import FreezableClassifier, stages
 
 DEIT = "deit_small_distilled_patch16_224"
 ARCHITECTURES: dict[str, tuple[str, ...]] = {
@@ -32,6 +31,7 @@ ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "resnet50v2_efficientnetv2": ("resnetv2_50", "tf_efficientnetv2_b0"),
     "resnet50v2_mobilenetv2_efficientnetv2": ("resnetv2_50", "mobilenetv2_100",
                                               "tf_efficientnetv2_b0"),
+    "efficientnet_b4": ("efficientnet_b4",),  # paper 002: one backbone (SE blocks included)
 }
 
 
@@ -89,15 +89,7 @@ class Renormalize(nn.Module):
         return x * self.scale + self.shift
 
 
-def block_container(backbone: nn.Module) -> str:
-    """The attribute holding a timm backbone's stages (ResNetV2) or blocks (ViT, MobileNet)."""
-    for name in ("stages", "blocks"):
-        if isinstance(getattr(backbone, name, None), nn.Sequential | nn.ModuleList):
-            return name
-    raise ValueError(f"{type(backbone).__name__}: no stages/blocks to unfreeze")
-
-
-class FusionClassifier(nn.Module):
+class FusionClassifier(FreezableClassifier):
     """Several timm backbones fused at feature level, a bottleneck and a 7-way head."""
 
     def __init__(self, architecture: str, num_classes: int, *, image_size: int,
@@ -145,31 +137,9 @@ class FusionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.bottleneck(self.features(x)))
 
-    def freeze_backbones(self) -> None:
-        """Warm-up: only fusion, bottleneck and head learn."""
-        self.backbones.requires_grad_(False)
-        self.train(self.training)
-
-    def unfreeze(self, blocks: int) -> None:
-        """Fine-tuning: the last ``blocks`` stages/blocks of each backbone, and what follows."""
-        for backbone in self.backbones:
-            container = block_container(backbone)
-            getattr(backbone, container)[-blocks:].requires_grad_(True)
-            after = False
-            for name, child in backbone.named_children():
-                if after:
-                    child.requires_grad_(True)
-                after = after or name == container
-
-    def train(self, mode: bool = True) -> FusionClassifier:
-        """Frozen BatchNorm layers stay in inference mode (as Keras does): their statistics
-        are part of what freezing keeps."""
-        super().train(mode)
-        for module in self.backbones.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in module.parameters(recurse=False)):
-                module.eval()
-        return self
+    def saliency_layer(self) -> nn.Module:
+        """The CNN branch's last stage: its feature map feeds the fusion (Grad-CAM's layer)."""
+        return stages(self.backbones[self.transformer.index(False)])[-1]
 
 
 def create(architecture: str, *, image_size: int, settings: dict[str, Any],

@@ -1,4 +1,8 @@
-"""train_gan: the C'GAN trained with WGAN-GP on the protocol's training pool.
+"""train_gan: the generator (``gan.kind``) trained on the protocol's training pool.
+
+``cgan``: the C'GAN trained with WGAN-GP. ``dcgan``: paper 003's DermaGAN, a
+class-conditional DCGAN with the standard BCE losses, on the images resized to its
+size. The C'GAN's step:
 
 Each step runs the generator once on the batch twice over (two noise draws per
 source image). The first half feeds the critic update; then the generator loss is
@@ -27,11 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from dermflow.atomic import atomic_path, write_csv
 from dermflow.baseline import load_split_cache
 from dermflow.batches import ImageTensor, batches
 from dermflow.cgan import Critic, Generator
+from dermflow.dcgan import DcganDiscriminator, DcganGenerator, resize
 from dermflow.errors import DatasetError
 from dermflow.figures import plt, save
 from dermflow.labels import CLASSES
@@ -41,8 +47,12 @@ from dermflow.train import autocast, fingerprint, save_checkpoint, seed_epoch
 log = logging.getLogger(__name__)
 
 TO_UNIT = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ImageTensor mean/std that map [0, 1] to [-1, 1]
-LOSSES = ("loss_d", "loss_g", "adversarial", "identity", "diversity", "gradient_penalty",
-          "wasserstein")
+PANELS = {  # loss curves per kind: panel title → history columns
+    "cgan": {"losses": ("loss_d", "loss_g"),
+             "generator terms": ("adversarial", "identity", "diversity"),
+             "critic": ("wasserstein", "gradient_penalty")},
+    "dcgan": {"losses": ("loss_d", "loss_g"), "discriminator output": ("d_real", "d_fake")},
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,14 @@ class GanConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # networks and data, for the hash
 
 
-def build_networks(settings: dict[str, Any], image_size: int) -> tuple[Generator, Critic]:
-    """Generator and critic as the ``gan`` config section describes them."""
+def build_networks(settings: dict[str, Any], image_size: int,
+                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Generator and critic (discriminator) as the ``gan`` config section describes them."""
+    if settings["kind"] == "dcgan":
+        dc = settings["dcgan"]
+        return (DcganGenerator(len(CLASSES), latent_dim=dc["latent_dim"], channels=dc["channels"],
+                               size=dc["size"]),
+                DcganDiscriminator(len(CLASSES), channels=dc["channels"], size=dc["size"]))
     generator = Generator(image_size, len(CLASSES), latent_dim=settings["latent_dim"],
                           embed_dim=settings["embed_dim"], channels=settings["channels"],
                           depth=settings["depth"], res_blocks=settings["res_blocks"])
@@ -82,13 +98,37 @@ def epoch_order(labels: np.ndarray, oversample: bool, generator: torch.Generator
     return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
-class GanStep:
+class AdversarialStep:
     """One critic and one generator update; returns the losses as device tensors (no sync)."""
 
-    def __init__(self, generator: Generator, critic: Critic, cfg: GanConfig) -> None:
+    losses: tuple[str, ...] = ()
+
+    def __init__(self, generator: torch.nn.Module, critic: torch.nn.Module,
+                 cfg: GanConfig) -> None:
         self.g, self.d, self.cfg = generator, critic, cfg
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+
+    def __call__(self, x: torch.Tensor, attention: torch.Tensor | None, label: torch.Tensor,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.g.state_dict(), "critic": self.d.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["generator"])
+        self.d.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+class GanStep(AdversarialStep):
+    """The C'GAN's WGAN-GP step (module docstring)."""
+
+    losses = ("loss_d", "loss_g", "adversarial", "identity", "diversity", "gradient_penalty",
+              "wasserstein")
 
     def __call__(self, x: torch.Tensor, attention: torch.Tensor, label: torch.Tensor,
                  generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -127,15 +167,39 @@ class GanStep:
                 "diversity": diversity.detach(), "gradient_penalty": penalty.detach(),
                 "wasserstein": wasserstein.detach()}
 
-    def state(self) -> dict[str, Any]:
-        return {"generator": self.g.state_dict(), "critic": self.d.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.g.load_state_dict(state["generator"])
-        self.d.load_state_dict(state["critic"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+class DcganStep(AdversarialStep):
+    """One discriminator and one generator update with the non-saturating BCE losses."""
+
+    losses = ("loss_d", "loss_g", "d_real", "d_fake")
+
+    def __call__(self, x: torch.Tensor, attention: torch.Tensor | None, label: torch.Tensor,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        real = resize(x, self.g.size)
+        z = torch.randn(len(x), self.g.latent_dim, generator=generator, device=x.device)
+        with autocast(x.device, cfg.precision):
+            fake = self.g(z, label).float()
+            d_real, d_fake = self.d(real, label), self.d(fake.detach(), label)
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) +
+                  F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        with autocast(x.device, cfg.precision):
+            d_gen = self.d(fake, label)
+        loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(d_real).mean().detach(),
+                "d_fake": torch.sigmoid(d_fake).mean().detach()}
+
+
+def make_step(settings: dict[str, Any], generator: torch.nn.Module, critic: torch.nn.Module,
+              cfg: GanConfig) -> AdversarialStep:
+    return (DcganStep if settings["kind"] == "dcgan" else GanStep)(generator, critic, cfg)
 
 
 def attention_tensor(maps: np.ndarray, device: torch.device, resident: bool) -> torch.Tensor:
@@ -144,12 +208,16 @@ def attention_tensor(maps: np.ndarray, device: torch.device, resident: bool) -> 
     return tensor.to(device) if resident and device.type == "cuda" else tensor
 
 
-def gather_attention(maps: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """N x 1 x S x S float attention for cache rows."""
+def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torch.device,
+                     ) -> torch.Tensor | None:
+    """N x 1 x S x S float attention for cache rows (None for generators without it)."""
+    if maps is None:
+        return None
     return maps[rows.to(maps.device)].to(device, non_blocking=True).float().unsqueeze(1)
 
 
-def fit_gan(step: GanStep, data: ImageTensor, attention: torch.Tensor, pool: np.ndarray,
+def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
+            pool: np.ndarray,
             cfg: GanConfig, checkpoint: Path | None = None) -> pd.DataFrame:
     """Train for cfg.epochs (resuming from ``checkpoint``); the per-epoch loss history."""
     device = data.device
@@ -172,7 +240,7 @@ def fit_gan(step: GanStep, data: ImageTensor, attention: torch.Tensor, pool: np.
         order = pool_tensor[epoch_order(labels, cfg.oversample, host_gen)]
         step.g.train()
         step.d.train()
-        sums = {k: torch.zeros((), device=device) for k in LOSSES}
+        sums = {k: torch.zeros((), device=device) for k in step.losses}
         seen, started = 0, time.perf_counter()
         for rows in batches(order, cfg.batch_size, drop_last=True):
             x, y = data.batch(rows)
@@ -184,10 +252,8 @@ def fit_gan(step: GanStep, data: ImageTensor, attention: torch.Tensor, pool: np.
         row = {"epoch": epoch + 1, **{k: float(v) / max(seen, 1) for k, v in sums.items()},
                "images_per_s": seen / elapsed, "seconds": elapsed}
         history.append(row)
-        log.info("epoch %d/%d D %.4f G %.4f (adv %.4f id %.4f div %.4f gp %.4f W %.4f) | "
-                 "%.0f img/s", epoch + 1, cfg.epochs, row["loss_d"], row["loss_g"],
-                 row["adversarial"], row["identity"], row["diversity"],
-                 row["gradient_penalty"], row["wasserstein"], row["images_per_s"])
+        log.info("epoch %d/%d %s | %.0f img/s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k} {row[k]:.4f}" for k in step.losses), row["images_per_s"])
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"fingerprint": run_id, "epoch": epoch + 1,
                                          "state": step.state(), "history": history})
@@ -196,67 +262,79 @@ def fit_gan(step: GanStep, data: ImageTensor, attention: torch.Tensor, pool: np.
     return pd.DataFrame(history)
 
 
-def load_generator(path: str | Path, device: torch.device) -> tuple[Generator, dict[str, Any]]:
-    """A generator written by train_gan, on ``device``, in eval mode."""
+def load_networks(path: str | Path, device: torch.device,
+                  ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
+    """The generator and critic written by train_gan, on ``device``, in eval mode."""
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    generator, _ = build_networks(saved["settings"], saved["image_size"])
+    generator, critic = build_networks(saved["settings"], saved["image_size"])
     generator.load_state_dict(saved.pop("state_dict"))
-    return generator.to(device).eval(), saved
+    critic.load_state_dict(saved.pop("critic"))
+    return generator.to(device).eval(), critic.to(device).eval(), saved
 
 
-def plot_losses(history: pd.DataFrame, out_png: str | Path) -> None:
-    """Critic and generator losses, and the critic's Wasserstein estimate, per epoch."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(history["epoch"], history["loss_d"], label="critic")
-    axes[0].plot(history["epoch"], history["loss_g"], label="generator")
-    axes[0].set_title("losses")
-    axes[0].legend()
-    for k in ("adversarial", "identity", "diversity"):
-        axes[1].plot(history["epoch"], history[k], label=k)
-    axes[1].set_title("generator terms")
-    axes[1].legend()
-    axes[2].plot(history["epoch"], history["wasserstein"], label="Wasserstein estimate")
-    axes[2].plot(history["epoch"], history["gradient_penalty"], label="gradient penalty")
-    axes[2].set_title("critic")
-    axes[2].legend()
-    for ax in axes:
+def plot_losses(history: pd.DataFrame, kind: str, out_png: str | Path) -> None:
+    """The loss curves of the generator kind, one panel per group."""
+    panels = PANELS[kind]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (title, columns) in zip(axes[0], panels.items(), strict=True):
+        for column in columns:
+            ax.plot(history["epoch"], history[column], label=column.replace("_", " "))
+        ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.legend()
     save(fig, out_png)
 
 
-def train_gan(cache_npy: str, index_csv: str, split_csv: str, attention_npy: str, *,
+def gan_config(settings: dict[str, Any], *, precision: str, seed: int,
+               extra: dict[str, Any]) -> GanConfig:
+    """The run's GanConfig: the C'GAN's keys, or the DCGAN's (one lr for both networks)."""
+    common = {"epochs": settings["epochs"], "oversample": settings["oversample"],
+              "precision": precision, "seed": seed, "extra": {**settings, **extra}}
+    if settings["kind"] == "dcgan":
+        dc = settings["dcgan"]
+        return GanConfig(batch_size=dc["batch_size"], lr_g=dc["lr"], lr_d=dc["lr"],
+                         betas=tuple(dc["betas"]), gp_weight=0, identity_weight=0,
+                         diversity_weight=0, **common)
+    return GanConfig(batch_size=settings["batch_size"], lr_g=settings["lr_g"],
+                     lr_d=settings["lr_d"], betas=tuple(settings["betas"]),
+                     gp_weight=settings["gp_weight"], identity_weight=settings["identity_weight"],
+                     diversity_weight=settings["diversity_weight"], **common)
+
+
+def train_gan(cache_npy: str, index_csv: str, split_csv: str, attention_npy: str | None, *,
               protocol: str, settings: dict[str, Any], device: torch.device, seed: int,
               precision: str, checkpoint_dir: str | Path, out_generator: str, out_history: str,
               out_curve: str) -> None:
-    """Train the C'GAN on the training pool's (image, attention, class) triples."""
+    """Train the generator on the training pool's images and classes (and, for the C'GAN,
+    their attention maps); write generator and critic together."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    maps = np.load(attention_npy, mmap_mode="r")
-    if maps.shape != images.shape[:3]:
-        raise DatasetError(f"{attention_npy}: attention maps {maps.shape} do not match the image "
-                           f"cache {images.shape[:3]}; re-run extract_attention")
+    maps = None
+    if settings["kind"] == "cgan":
+        if attention_npy is None:
+            raise ValueError("the C'GAN needs the attention maps")
+        maps = np.load(attention_npy, mmap_mode="r")
+        if maps.shape != images.shape[:3]:
+            raise DatasetError(f"{attention_npy}: attention maps {maps.shape} do not match the "
+                               f"image cache {images.shape[:3]}; re-run extract_attention")
     pool = np.flatnonzero(training_pool(index, protocol).to_numpy())
     size = int(images.shape[1])
     torch.manual_seed(seed)
     generator, critic = build_networks(settings, size)
-    cfg = GanConfig(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], lr_g=settings["lr_g"],
-        lr_d=settings["lr_d"], betas=tuple(settings["betas"]), gp_weight=settings["gp_weight"],
-        identity_weight=settings["identity_weight"],
-        diversity_weight=settings["diversity_weight"], oversample=settings["oversample"],
-        precision=precision, seed=seed,
-        extra={**settings, "protocol": protocol, "images": int(images.shape[0]), "size": size})
+    cfg = gan_config(settings, precision=precision, seed=seed,
+                     extra={"protocol": protocol, "images": int(images.shape[0]), "size": size})
     data = ImageTensor(images, index["label"].to_numpy(), device, *TO_UNIT)
-    attention = attention_tensor(maps, device, data.resident)
-    log.info("C'GAN (G %.1fM, D %.1fM parameters) on %d training-pool images (%s), device %s",
-             sum(p.numel() for p in generator.parameters()) / 1e6,
+    attention = attention_tensor(maps, device, data.resident) if maps is not None else None
+    log.info("%s (G %.1fM, D %.1fM parameters) on %d training-pool images (%s), device %s",
+             settings["kind"], sum(p.numel() for p in generator.parameters()) / 1e6,
              sum(p.numel() for p in critic.parameters()) / 1e6, len(pool), protocol, device)
     checkpoint = Path(checkpoint_dir) / "last.pt"
-    step = GanStep(generator, critic, cfg)
+    step = make_step(settings, generator, critic, cfg)
     history = fit_gan(step, data, attention, pool, cfg, checkpoint)
     with atomic_path(out_generator) as tmp:
-        torch.save({"state_dict": generator.state_dict(), "settings": settings,
-                    "image_size": size, "classes": list(CLASSES), "protocol": protocol,
-                    "train_config": asdict(cfg)}, tmp)
+        torch.save({"kind": settings["kind"], "state_dict": generator.state_dict(),
+                    "critic": critic.state_dict(), "settings": settings, "image_size": size,
+                    "classes": list(CLASSES), "protocol": protocol, "train_config": asdict(cfg)},
+                   tmp)
     write_csv(history, out_history)
-    plot_losses(history, out_curve)
+    plot_losses(history, settings["kind"], out_curve)
     checkpoint.unlink(missing_ok=True)

@@ -80,13 +80,18 @@ def _pairs(n: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np
 def lpips_report(metric: Any, images: np.ndarray, synthetic: np.ndarray, manifest: pd.DataFrame,
                  pool: pd.DataFrame, *, pairs: int, seed: int, batch_size: int,
                  ) -> tuple[dict[str, Any], np.ndarray]:
-    """LPIPS diversity per class (synthetic and, for scale, real) and LPIPS to the source."""
+    """LPIPS diversity per class (synthetic and, for scale, real) and LPIPS to the source
+    (NaN for images without one: the DCGAN's)."""
     rng = np.random.default_rng([seed, 2])
     per_class: dict[str, Any] = {}
     pooled: list[torch.Tensor] = []
-    to_source = lpips_distance(metric, torch.from_numpy(synthetic),
-                               torch.from_numpy(images[manifest["source_row"].to_numpy()]),
-                               batch_size).numpy()
+    sourced = (manifest["source_row"] >= 0).to_numpy()
+    to_source = np.full(len(manifest), np.nan)
+    if sourced.any():
+        to_source[sourced] = lpips_distance(
+            metric, torch.from_numpy(synthetic[sourced]),
+            torch.from_numpy(images[manifest["source_row"].to_numpy()[sourced]]),
+            batch_size).numpy()
     for dx in CLASSES:
         entry: dict[str, Any] = {}
         for name, stack, rows in (
@@ -101,12 +106,12 @@ def lpips_report(metric: Any, images: np.ndarray, synthetic: np.ndarray, manifes
             entry[name] = float(d.mean())
             if name == "diversity":
                 pooled.append(d)
-        mask = (manifest["dx"] == dx).to_numpy()
+        mask = (manifest["dx"] == dx).to_numpy() & sourced
         entry["to_source"] = float(to_source[mask].mean()) if mask.any() else None
         per_class[dx] = entry
     return {
         "diversity": float(torch.cat(pooled).mean()) if pooled else None,
-        "to_source": float(to_source.mean()) if len(to_source) else None,
+        "to_source": float(to_source[sourced].mean()) if sourced.any() else None,
         "per_class": per_class,
         "note": "LPIPS-alex (v0.1); diversity: random pairs of synthetic images of one class; "
                 "real_diversity: the same for the real training images",
@@ -140,9 +145,12 @@ def memorisation(images: np.ndarray, synthetic: np.ndarray, manifest: pd.DataFra
     nearest, distance = nearest_real(synthetic_f, real_f)
     nearest_rows = pool_rows[nearest]
     source_rows = manifest["source_row"].to_numpy()
+    sourced = source_rows >= 0
     mae_nearest = _mae(synthetic, images[nearest_rows]) if len(synthetic) else np.zeros(0)
-    mae_source = _mae(synthetic, images[source_rows]) if len(synthetic) else np.zeros(0)
-    near_copy = np.minimum(mae_nearest, mae_source) < near_copy_mae
+    mae_source = np.full(len(synthetic), np.nan)
+    if sourced.any():
+        mae_source[sourced] = _mae(synthetic[sourced], images[source_rows[sourced]])
+    near_copy = np.fmin(mae_nearest, mae_source) < near_copy_mae
     table = pd.DataFrame({
         "synthetic_id": manifest["synthetic_id"], "dx": manifest["dx"],
         "source_image_id": manifest["source_image_id"],
@@ -150,12 +158,12 @@ def memorisation(images: np.ndarray, synthetic: np.ndarray, manifest: pd.DataFra
         "nearest_is_source": nearest_rows == source_rows, "cosine_distance": distance,
         "mae_nearest": mae_nearest, "mae_source": mae_source, "near_copy": near_copy})
     summary = {
-        "nearest_is_source_fraction": float(table["nearest_is_source"].mean()) if len(table)
-        else None,
+        "nearest_is_source_fraction": float(table.loc[sourced, "nearest_is_source"].mean())
+        if sourced.any() else None,
         "near_copy_fraction": float(near_copy.mean()) if len(table) else None,
         "near_copy_mae": near_copy_mae,
         "median_cosine_distance": float(np.median(distance)) if len(table) else None,
-        "median_mae_source": float(np.median(mae_source)) if len(table) else None,
+        "median_mae_source": float(np.median(mae_source[sourced])) if sourced.any() else None,
         "note": "nearest real training image in the baseline's feature space (cosine); a near "
                 "copy is within near_copy_mae (mean absolute pixel difference, [0, 1]) of its "
                 "nearest image or its source",

@@ -21,7 +21,6 @@ import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv, write_json
 from dermflow.datasets import load_dataset
-from dermflow.labels import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,16 @@ def ablation_table(experiments: list[dict[str, Any]], evaluations: dict[str, dic
     for exp in experiments:
         name = exp["name"]
         ev, trained = evaluations[name], metrics[name]
-        paper = PAPER_TABLE5.get((exp["balance"], exp["model"]))
+        task = exp.get("task", "multiclass")
+        paper = PAPER_TABLE5.get((exp["balance"], exp["model"])) if task == "multiclass" \
+            else None
         common = {"experiment": name, "balance": exp["balance"], "model": exp["model"],
+                  "task": task,
                   "accuracy": ev["overall"]["accuracy"],
                   "se": ev["bootstrap"]["overall"]["accuracy"]["se"],
                   "training_minutes": trained["training_seconds"] / 60,
                   "paper_row": paper[0] if paper else ""}
-        for dx in CLASSES:
-            c = ev["per_class"][dx]
+        for dx, c in ev["per_class"].items():
             rows.append({**common, "class": dx, "precision": c["precision"],
                          "recall": c["recall"], "f1": c["f1"]})
         o = ev["overall"]
@@ -79,13 +80,15 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     for name, block in table.groupby("experiment", sort=False):
         first = block.iloc[0]
         for i, (_, r) in enumerate(block.iterrows()):
-            head = f"{name} {first['paper_row']}".strip() if i == 0 else ""
+            task = "" if first["task"] == "multiclass" else f"({first['task']})"
+            head = " ".join(p for p in (name, first["paper_row"], task) if p) if i == 0 else ""
             acc = (f"{r['accuracy']:.4f} | {r['se']:.4f} | {r['training_minutes']:.1f} min"
                    if i == 0 else " | | ")
             paper = (f"{f(r.get('paper_precision'))} / {f(r.get('paper_recall'))} / "
                      f"{f(r.get('paper_f1'))}" if "average" in r["class"] else "")
             paper_acc = (f"{f(r.get('paper_accuracy'))} / {r.get('paper_se')}"
-                         if r["class"] == "macro average" and r.get("paper_se") else "")
+                         if r["class"] == "macro average" and pd.notna(r.get("paper_se"))
+                         else "")
             lines.append(f"| {head} | {r['class']} | {r['precision']:.2f} | {r['recall']:.2f} "
                          f"| {r['f1']:.2f} | {acc} | {paper} | {paper_acc} |")
     return "\n".join(lines) + "\n"

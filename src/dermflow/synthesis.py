@@ -1,4 +1,4 @@
-"""generate_synthetic: class-balancing images from the trained C'GAN.
+"""generate_synthetic: class-balancing images from the trained generator (C'GAN or DCGAN).
 
 How many per class follows the paper's Table 2: each class is topped up to a
 target total (bkl 3600, nv 6800, df 2500, mel 3600, vasc 2500, bcc 2500, akiec
@@ -7,7 +7,11 @@ learnt from (``grouped``: the train split, so about 70% of them), and explicit
 per-class counts replace them when given. Every synthetic image is reproducible
 on its own: its manifest row holds its class, its source real image and the seed
 of its latent vector; sources are used round-robin so each real image of a class
-seeds about as many synthetic images as any other.
+seeds about as many synthetic images as any other. The DCGAN has no source image
+(its rows have source_row -1); its 64 px samples are resized to the cache's size.
+With ``synthesis.select`` on, each class is over-generated and the kept images are
+chosen by the critic's realism and their diversity (dermflow.selection); the
+manifest then records each image's realism score.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ from tqdm import tqdm
 from dermflow.atomic import atomic_path, write_csv
 from dermflow.baseline import load_split_cache
 from dermflow.batches import ImageTensor, batches
+from dermflow.dcgan import resize
 from dermflow.errors import DatasetError
 from dermflow.figures import plt, save
 from dermflow.gan_training import (
     TO_UNIT,
     attention_tensor,
     gather_attention,
-    load_generator,
+    load_networks,
 )
 from dermflow.labels import CLASSES
+from dermflow.selection import candidate_counts, select_diverse
 from dermflow.split import training_pool
 from dermflow.train import autocast
 
@@ -50,8 +56,10 @@ def synthetic_counts(pool_counts: dict[str, int], settings: dict[str, Any]) -> d
             for dx in CLASSES}
 
 
-def plan(pool: pd.DataFrame, counts: dict[str, int], seed: int) -> pd.DataFrame:
-    """The manifest: one row per synthetic image with its class, source and latent seed."""
+def plan(pool: pd.DataFrame, counts: dict[str, int], seed: int, *,
+         with_sources: bool = True) -> pd.DataFrame:
+    """The manifest: one row per synthetic image with its class, source and latent seed
+    (``with_sources`` False: a generator that sees no real image, so no source columns)."""
     rng = np.random.default_rng([seed, 1])
     parts = []
     for dx in CLASSES:
@@ -69,16 +77,22 @@ def plan(pool: pd.DataFrame, counts: dict[str, int], seed: int) -> pd.DataFrame:
         return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
     chosen = pd.concat(parts, ignore_index=True)
     seeds = np.random.SeedSequence(seed).generate_state(len(chosen), dtype=np.uint32)
-    return pd.DataFrame({
-        "synthetic_id": [f"SYN_{i:07d}" for i in range(len(chosen))],
-        "row": np.arange(len(chosen)),
+    return numbered(pd.DataFrame({
         "dx": chosen["dx"].to_numpy(),
         "label": chosen["label"].to_numpy(),
-        "source_image_id": chosen["image_id"].to_numpy(),
-        "source_row": chosen["row"].to_numpy(),
-        "lesion_id": chosen["lesion_id"].to_numpy(),
+        "source_image_id": chosen["image_id"].to_numpy() if with_sources else "",
+        "source_row": chosen["row"].to_numpy() if with_sources else -1,
+        "lesion_id": chosen["lesion_id"].to_numpy() if with_sources else "",
         "seed": seeds.astype(np.int64),
-    })
+    }))
+
+
+def numbered(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows with consecutive synthetic ids and array rows, in the standard columns."""
+    out = manifest.reset_index(drop=True).assign(
+        synthetic_id=[f"SYN_{i:07d}" for i in range(len(manifest))], row=np.arange(len(manifest)))
+    extra = [c for c in out.columns if c not in MANIFEST_COLUMNS]
+    return out[[*MANIFEST_COLUMNS, *extra]]
 
 
 def latents(seeds: np.ndarray, latent_dim: int) -> torch.Tensor:
@@ -94,31 +108,81 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def synthesize(generator: torch.nn.Module, data: ImageTensor, attention: torch.Tensor,
-               rows: np.ndarray, seeds: np.ndarray, precision: str = "fp32") -> torch.Tensor:
-    """Synthetic images (N x 3 x S x S in [-1, 1]) for source cache rows and latent seeds."""
-    rows_t = torch.as_tensor(rows)
-    x, y = data.batch(rows_t)
-    z = latents(seeds, generator.latent_dim).to(data.device)
+def synthesize(generator: torch.nn.Module, data: ImageTensor, attention: torch.Tensor | None,
+               part: pd.DataFrame, precision: str = "fp32") -> torch.Tensor:
+    """Synthetic images (N x 3 x S x S in [-1, 1], S the cache's) for manifest rows: from
+    their source images and attention (C'GAN), or from their class alone (DCGAN)."""
+    z = latents(part["seed"].to_numpy(), generator.latent_dim).to(data.device)
+    y = torch.as_tensor(part["label"].to_numpy(), device=data.device)
     with autocast(data.device, precision):
-        return generator(x, gather_attention(attention, rows_t, data.device), z, y).float()
+        if attention is None:
+            return resize(generator(z, y).float(), int(data.images.shape[1]))
+        rows = torch.as_tensor(part["source_row"].to_numpy())
+        x, _ = data.batch(rows)
+        return generator(x, gather_attention(attention, rows, data.device), z, y).float()
 
 
-def plot_examples(images: np.ndarray, attention: np.ndarray, synthetic: np.ndarray,
-                  manifest: pd.DataFrame, out_png: str) -> None:
-    """The paper's Fig. 4: real image, its attention map and a synthetic image, per class."""
+@torch.no_grad()
+def score(critic: torch.nn.Module, fake: torch.Tensor, data: ImageTensor,
+          attention: torch.Tensor | None, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The critic's realism score and pooled features of synthetic images."""
+    y = torch.as_tensor(part["label"].to_numpy(), device=data.device)
+    if attention is None:
+        realism, features = critic.score(fake, y)
+    else:
+        rows = torch.as_tensor(part["source_row"].to_numpy())
+        realism, features = critic.score(fake, gather_attention(attention, rows, data.device), y)
+    return realism.cpu().numpy(), features.cpu().numpy()
+
+
+def select_candidates(generator: torch.nn.Module, critic: torch.nn.Module, data: ImageTensor,
+                      attention: torch.Tensor | None, candidates: pd.DataFrame,
+                      counts: dict[str, int], *, diversity: float, batch_size: int,
+                      precision: str) -> pd.DataFrame:
+    """The kept candidates (dermflow.selection), with their realism scores."""
+    realism, features = [], []
+    for chunk in tqdm(batches(torch.arange(len(candidates)), batch_size), desc="score",
+                      unit="batch", mininterval=5):
+        part = candidates.iloc[chunk.numpy()]
+        r, f = score(critic, synthesize(generator, data, attention, part, precision), data,
+                     attention, part)
+        realism.append(r)
+        features.append(f)
+    scored = candidates.assign(realism=np.concatenate(realism) if realism else [])
+    stacked = np.concatenate(features) if features else np.zeros((0, 1))
+    kept = []
+    for dx in CLASSES:
+        where = np.flatnonzero((scored["dx"] == dx).to_numpy())
+        if len(where) and counts[dx]:
+            pick = select_diverse(scored["realism"].to_numpy()[where], stacked[where],
+                                  counts[dx], diversity)
+            kept.append(scored.iloc[where[pick]])
+    return numbered(pd.concat(kept) if kept else scored.iloc[:0])
+
+
+def plot_examples(images: np.ndarray, attention: np.ndarray | None, synthetic: np.ndarray,
+                  manifest: pd.DataFrame, pool: pd.DataFrame, out_png: str) -> None:
+    """The paper's Fig. 4: a real image (the source, when the generator has one), its
+    attention map (C'GAN) and a synthetic image, per class."""
     present = [dx for dx in CLASSES if (manifest["dx"] == dx).any()]
-    fig, axes = plt.subplots(3, max(1, len(present)), figsize=(2.2 * max(1, len(present)), 7),
+    labels = ["real", *(["attention"] if attention is not None else []), "synthetic"]
+    fig, axes = plt.subplots(len(labels), max(1, len(present)),
+                             figsize=(2.2 * max(1, len(present)), 2.4 * len(labels)),
                              squeeze=False)
     for col, dx in enumerate(present):
         item = manifest[manifest["dx"] == dx].iloc[0]
-        source = int(item["source_row"])
+        has_source = int(item["source_row"]) >= 0
+        real = pool[pool["dx"] == dx].iloc[0]
+        source = int(item["source_row"]) if has_source else int(real["row"])
         axes[0, col].imshow(images[source])
-        axes[0, col].set_title(f"{dx}\n{item['source_image_id']}", fontsize=8)
-        axes[1, col].imshow(attention[source].astype(np.float32), cmap="viridis", vmin=0, vmax=1)
-        axes[2, col].imshow(synthetic[int(item["row"])])
-        axes[2, col].set_title(item["synthetic_id"], fontsize=8)
-    for ax, label in zip(axes[:, 0], ("real", "attention", "synthetic"), strict=True):
+        shown = item["source_image_id"] if has_source else real["image_id"]
+        axes[0, col].set_title(f"{dx}\n{shown}", fontsize=8)
+        if attention is not None:
+            axes[1, col].imshow(attention[source].astype(np.float32), cmap="viridis", vmin=0,
+                                vmax=1)
+        axes[-1, col].imshow(synthetic[int(item["row"])])
+        axes[-1, col].set_title(item["synthetic_id"], fontsize=8)
+    for ax, label in zip(axes[:, 0], labels, strict=True):
         ax.set_ylabel(label)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -127,34 +191,46 @@ def plot_examples(images: np.ndarray, attention: np.ndarray, synthetic: np.ndarr
 
 
 def generate_synthetic(generator_path: str, cache_npy: str, index_csv: str, split_csv: str,
-                       attention_npy: str, *, protocol: str, settings: dict[str, Any],
+                       attention_npy: str | None, *, protocol: str, settings: dict[str, Any],
                        device: torch.device, seed: int, precision: str, out_npy: str,
                        out_manifest: str, out_figure: str) -> pd.DataFrame:
-    """Generate the configured counts; write the uint8 images, the manifest and Fig. 4."""
+    """Generate the configured counts (selected from candidates when synthesis.select is on);
+    write the uint8 images, the manifest and Fig. 4."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    maps = np.load(attention_npy, mmap_mode="r")
-    generator, meta = load_generator(generator_path, device)
+    generator, critic, meta = load_networks(generator_path, device)
     if meta["image_size"] != images.shape[1]:
         raise DatasetError(f"{generator_path} makes {meta['image_size']}px images but the cache "
                            f"holds {images.shape[1]}px ones; re-run train_gan")
+    conditional = meta["kind"] == "cgan"
+    if conditional and attention_npy is None:
+        raise ValueError("the C'GAN needs the attention maps")
+    maps = np.load(attention_npy, mmap_mode="r") if conditional else None
     pool = index[training_pool(index, protocol).to_numpy()]
     counts = synthetic_counts(pool["dx"].value_counts().to_dict(), settings)
-    manifest = plan(pool, counts, seed)
-    log.info("generating %d synthetic images on %s: %s", len(manifest), device, counts)
     data = ImageTensor(images, index["label"].to_numpy(), device, *TO_UNIT)
-    attention = attention_tensor(maps, device, data.resident)
+    attention = attention_tensor(maps, device, data.resident) if maps is not None else None
+    select = settings["select"]
+    if select["enabled"]:
+        candidates = plan(pool, candidate_counts(counts, select["candidates"]), seed,
+                          with_sources=conditional)
+        log.info("scoring %d candidates with the %s's critic", len(candidates), meta["kind"])
+        manifest = select_candidates(generator, critic, data, attention, candidates, counts,
+                                     diversity=select["diversity"],
+                                     batch_size=settings["batch_size"], precision=precision)
+    else:
+        manifest = plan(pool, counts, seed, with_sources=conditional)
+    log.info("generating %d synthetic images with the %s on %s: %s", len(manifest),
+             meta["kind"], device, counts)
     size = images.shape[1]
     with atomic_path(out_npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(len(manifest), size, size, 3))
         for chunk in tqdm(batches(torch.arange(len(manifest)), settings["batch_size"]),
                           desc="synthesize", unit="batch", mininterval=5):
-            part = manifest.iloc[chunk.numpy()]
-            fake = synthesize(generator, data, attention, part["source_row"].to_numpy(),
-                              part["seed"].to_numpy(), precision)
-            out[chunk.numpy()] = to_uint8(fake)
+            out[chunk.numpy()] = to_uint8(synthesize(generator, data, attention,
+                                                     manifest.iloc[chunk.numpy()], precision))
         out.flush()
         del out
     write_csv(manifest, out_manifest)
-    plot_examples(images, maps, np.load(out_npy, mmap_mode="r"), manifest, out_figure)
+    plot_examples(images, maps, np.load(out_npy, mmap_mode="r"), manifest, pool, out_figure)
     return manifest

@@ -43,9 +43,14 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.0
-    patience: int = 0  # epochs without val macro-F1 gain before stopping; 0: never stop early
+    patience: int = 0  # epochs without gain in ``monitor`` before stopping; 0: never stop early
     augment: bool = True
+    augmentation: str = "dermoscopy"  # a key of batches.AUGMENTATIONS
     class_weights: bool = False
+    monitor: str = "val_macro_f1"  # what early stopping and LR-on-plateau watch (or val_loss)
+    plateau_factor: float = 0.2  # LR x this after plateau_patience epochs without gain
+    plateau_patience: int = 0  # 0: constant LR
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam
     compile: bool = False
     precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
     seed: int = 0
@@ -112,6 +117,13 @@ def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy of predicted probabilities (what Keras reports as val_loss)."""
+    if not len(labels):
+        return float("nan")
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomically, so a job killed while writing leaves the previous epoch's checkpoint."""
     with atomic_path(path) as tmp:
@@ -126,8 +138,12 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     device = data.device
     model.to(device, memory_format=torch.channels_last)
     optimizer = (optimizer_factory(model) if optimizer_factory else torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad), lr=cfg.lr,
+        (p for p in model.parameters() if p.requires_grad), lr=cfg.lr, betas=cfg.betas,
         weight_decay=cfg.weight_decay))
+    lower = cfg.monitor == "val_loss"
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if lower else "max", factor=cfg.plateau_factor,
+        patience=max(cfg.plateau_patience - 1, 0))
     labels = data.labels.cpu().numpy()
     n_classes = int(getattr(model, "num_classes", labels.max() + 1))
     weight = None
@@ -137,6 +153,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                               dtype=torch.float32, device=device)
     history: list[dict[str, float]] = []
     best_state, best_metric, best_epoch, start = None, -1.0, -1, 0
+    watched, watched_epoch = float("inf") if lower else -float("inf"), -1
     run_id = cfg.fingerprint()
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -146,6 +163,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             history, best_metric, best_epoch = saved["history"], saved["best_metric"], saved[
                 "best_epoch"]
             best_state, start = saved["best_state"], saved["epoch"]
+            watched, watched_epoch = saved["watched"], saved["watched_epoch"]
+            plateau.load_state_dict(saved["plateau"])
             log.info("resuming from %s after epoch %d", checkpoint, start)
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
@@ -161,8 +180,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     step_model = torch.compile(step_model) if cfg.compile else step_model
     train_tensor = torch.as_tensor(train_idx)
     for epoch in range(start, cfg.epochs):
-        if cfg.patience and best_epoch >= 0 and epoch - best_epoch > cfg.patience:
-            log.info("early stop: no val macro-F1 gain for %d epochs", cfg.patience)
+        if cfg.patience and watched_epoch >= 0 and epoch - watched_epoch > cfg.patience:
+            log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
             break
         host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
         order = train_tensor[torch.randperm(len(train_tensor), generator=host_gen)]
@@ -171,7 +190,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for chunk in batches(order, cfg.batch_size, drop_last=True):
-            x, y = data.batch(chunk, device_gen if cfg.augment else None)
+            x, y = data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)
             if world > 1:  # the same global batch on every rank; each trains on its share
                 x, y = x[rank::world], y[rank::world]
             with autocast(device, cfg.precision):
@@ -186,22 +205,31 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             loss_sum /= world
         train_loss = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
-        val = scores(labels[val_idx], predict(model, data, val_idx, cfg.batch_size * 2,
-                                              cfg.precision))
+        val_probs = predict(model, data, val_idx, cfg.batch_size * 2, cfg.precision)
+        val = scores(labels[val_idx], val_probs)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
-               "seconds": elapsed, **{f"val_{k}": v for k, v in val.items()}}
+               "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
+               **{f"val_{k}": v for k, v in val.items()},
+               "val_loss": log_loss(labels[val_idx], val_probs)}
         history.append(row)
         if val["macro_f1"] > best_metric:
             best_metric, best_epoch = val["macro_f1"], epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        log.info("epoch %d/%d loss %.4f val macro-F1 %.4f bal-acc %.4f acc %.4f | %.0f img/s",
-                 epoch + 1, cfg.epochs, train_loss, val["macro_f1"], val["balanced_accuracy"],
-                 val["accuracy"], row["images_per_s"])
+        if (row[cfg.monitor] < watched) if lower else (row[cfg.monitor] > watched):
+            watched, watched_epoch = row[cfg.monitor], epoch
+        if cfg.plateau_patience:
+            plateau.step(row[cfg.monitor])
+        log.info("epoch %d/%d loss %.4f val loss %.4f macro-F1 %.4f bal-acc %.4f acc %.4f | "
+                 "lr %.2g | %.0f img/s", epoch + 1, cfg.epochs, train_loss, row["val_loss"],
+                 val["macro_f1"], val["balanced_accuracy"], val["accuracy"], row["lr"],
+                 row["images_per_s"])
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, {
                 "fingerprint": run_id, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "history": history,
-                "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state})
+                "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state,
+                "watched": watched, "watched_epoch": watched_epoch,
+                "plateau": plateau.state_dict()})
     if best_state is None:
         raise RuntimeError("training ran no epoch: check epochs and the training split")
     return FitResult(best_state, best_epoch + 1, pd.DataFrame(history))

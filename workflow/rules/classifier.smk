@@ -8,13 +8,13 @@ rule build_dataset:
         split="results/split/split.csv",
         pool=lambda wc: (
             ["results/synthetic/split.csv", "results/synthetic/manifest.csv"]
-            if wc.balance == "cgan"
+            if wc.balance in ("cgan", "dcgan")
             else []
         ),
     output:
         table="results/datasets/{balance}/dataset.csv",
     wildcard_constraints:
-        balance="none|cgan",
+        balance="none|cgan|dcgan",
     params:
         protocol=config["protocol"],
         split=config["split"],

@@ -14,6 +14,7 @@ export_src(SRC)
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config
 from dermflow.errors import ConfigError
+from dermflow.recipes import experiment_settings as merged_settings
 from dermflow.validate import image_sources
 
 try:
@@ -110,14 +111,20 @@ def final_targets():
 
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
 EXTRA_ARRAYS = {
-    "cgan": "results/synthetic/synthetic.npy",
+    config["gan"]["kind"]: "results/synthetic/synthetic.npy",
     "augment": "results/datasets/augment/augmented.npy",
 }
+# Only the C'GAN is conditioned on attention maps.
+GAN_ATTENTION = (
+    {"attention": "results/attention/attention.npy"}
+    if config["gan"]["kind"] == "cgan"
+    else {}
+)
 
 
 def experiment_settings(name):
-    """The classifier section with the experiment's overrides."""
-    return {**config["classifier"], **EXPERIMENTS[name].get("overrides", {})}
+    """The classifier section, the model's paper recipe, the experiment's overrides."""
+    return merged_settings(config["classifier"], EXPERIMENTS[name])
 
 
 def experiment_data(wildcards):

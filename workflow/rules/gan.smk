@@ -1,4 +1,5 @@
-# The attention-conditioned C'GAN: train, generate, check, and the pooled split.
+# The generator (gan.kind: the attention-conditioned C'GAN or paper 003's DCGAN): train,
+# generate, check, and the pooled split.
 
 
 rule train_gan:
@@ -6,7 +7,7 @@ rule train_gan:
         cache=CACHE,
         index=CACHE_INDEX,
         split="results/split/split.csv",
-        attention="results/attention/attention.npy",
+        **GAN_ATTENTION,
     output:
         generator="results/gan/generator.pt",
         history="results/gan/history.csv",
@@ -41,7 +42,7 @@ rule generate_synthetic:
         cache=CACHE,
         index=CACHE_INDEX,
         split="results/split/split.csv",
-        attention="results/attention/attention.npy",
+        **GAN_ATTENTION,
     output:
         images="results/synthetic/synthetic.npy",
         manifest="results/synthetic/manifest.csv",

@@ -9,7 +9,7 @@ with gpu_stage(snakemake) as (log, device):
         inp.cache,
         inp.index,
         inp.split,
-        inp.attention,
+        inp.get("attention"),
         protocol=par.protocol,
         settings=par.settings,
         device=device,
