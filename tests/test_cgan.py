@@ -57,6 +57,9 @@ def test_critic_scores_each_sample_and_knows_the_class():
     # layer norm, not BatchNorm: a sample's score does not depend on its batch-mates
     alone = critic(x[:1], attention[:1], torch.tensor([0]))
     assert torch.allclose(alone, scores[:1], atol=1e-5)
+    # what synthesis.select ranks by: the same score, and pooled features to spread over
+    realism, features = critic.score(x, attention, torch.tensor([0, 1, 2]))
+    assert torch.equal(realism, scores) and features.shape == (3, 32)  # the widened layer
 
 
 def test_image_size_must_suit_the_depth():
