@@ -298,9 +298,9 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     test = out[out["split"] == "test"]
     chosen = test.groupby("dx", sort=False).head(per_class).sort_values(
         ["label", "dx"], kind="stable")
-    x, _ = data.batch(torch.as_tensor(chosen["pos"].to_numpy()))
-    maps = {"Grad-CAM": grad_cam(model, x, torch.as_tensor(chosen["pred"].to_numpy(),
-                                                           device=device))}
+    x, _ = data.batch(torch.tensor(chosen["pos"].to_numpy()))
+    maps = {"Grad-CAM": grad_cam(model, x, torch.tensor(chosen["pred"].to_numpy(),
+                                                        device=device))}
     attention = attention_maps(model, x)
     if attention is not None:
         maps["attention"] = attention

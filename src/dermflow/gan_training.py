@@ -2,9 +2,9 @@
 
 ``cgan``: the C'GAN trained with WGAN-GP. ``dcgan``: paper 003's DermaGAN, a
 class-conditional DCGAN with the standard BCE losses, on the images resized to its
-size. The C'GAN's step:
+size.
 
-Each step runs the generator once on the batch twice over (two noise draws per
+A C'GAN step runs the generator once on the batch twice over (two noise draws per
 source image). The first half feeds the critic update; then the generator loss is
 adversarial + identity (L1 to the source) + diversity (the two draws of the same
 source and class pushed apart, mode-seeking style). The paper leaves the pairing
@@ -13,8 +13,8 @@ is what makes the noise matter, where pairing different sources would only fight
 the identity term. One critic update per generator update, with the paper's
 two learning rates (TTUR) instead of the original WGAN-GP's five critic steps.
 
-Minority classes are oversampled (each epoch draws its length from the pool with
-class-balanced probabilities). Like the classifier loop, the data stay on the
+For both kinds, minority classes are oversampled (each epoch draws its length from
+the pool with class-balanced probabilities). Like the classifier loop, the data stay on the
 device, every epoch is seeded from (seed, epoch) and checkpointed, so a killed
 job resumes and reaches the same generator. The last epoch's generator is kept:
 the paper names no selection criterion and a WGAN's losses do not supply one.

@@ -113,11 +113,11 @@ def synthesize(generator: torch.nn.Module, data: ImageTensor, attention: torch.T
     """Synthetic images (N x 3 x S x S in [-1, 1], S the cache's) for manifest rows: from
     their source images and attention (C'GAN), or from their class alone (DCGAN)."""
     z = latents(part["seed"].to_numpy(), generator.latent_dim).to(data.device)
-    y = torch.as_tensor(part["label"].to_numpy(), device=data.device)
+    y = torch.tensor(part["label"].to_numpy(), device=data.device)
     with autocast(data.device, precision):
         if attention is None:
             return resize(generator(z, y).float(), int(data.images.shape[1]))
-        rows = torch.as_tensor(part["source_row"].to_numpy())
+        rows = torch.tensor(part["source_row"].to_numpy())
         x, _ = data.batch(rows)
         return generator(x, gather_attention(attention, rows, data.device), z, y).float()
 
@@ -126,11 +126,11 @@ def synthesize(generator: torch.nn.Module, data: ImageTensor, attention: torch.T
 def score(critic: torch.nn.Module, fake: torch.Tensor, data: ImageTensor,
           attention: torch.Tensor | None, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The critic's realism score and pooled features of synthetic images."""
-    y = torch.as_tensor(part["label"].to_numpy(), device=data.device)
+    y = torch.tensor(part["label"].to_numpy(), device=data.device)
     if attention is None:
         realism, features = critic.score(fake, y)
     else:
-        rows = torch.as_tensor(part["source_row"].to_numpy())
+        rows = torch.tensor(part["source_row"].to_numpy())
         realism, features = critic.score(fake, gather_attention(attention, rows, data.device), y)
     return realism.cpu().numpy(), features.cpu().numpy()
 

@@ -178,7 +178,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         step_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     step_model = torch.compile(step_model) if cfg.compile else step_model
-    train_tensor = torch.as_tensor(train_idx)
+    train_tensor = torch.tensor(train_idx)  # a copy: pandas may hand out read-only arrays
     for epoch in range(start, cfg.epochs):
         if cfg.patience and watched_epoch >= 0 and epoch - watched_epoch > cfg.patience:
             log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
