@@ -9,6 +9,7 @@ import torch
 from dermflow import architectures, recipes
 from dermflow.asff import ASFFResNet50
 from dermflow.batches import ImageTensor
+from dermflow.config import load_schema
 from dermflow.custom_cnn import DermaGanCNN
 from dermflow.freezing import parameter_layers
 from dermflow.hybrids import HybridClassifier
@@ -26,6 +27,11 @@ def test_every_model_builds_for_both_tasks(name):
                                      settings=SETTINGS, weights_dir=None)
         assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, len(classes))
         assert model.saliency_layer() in set(model.modules())
+
+
+def test_schema_recipes_and_builders_name_the_same_models():
+    schema = load_schema()["properties"]["experiments"]["items"]["properties"]["model"]["enum"]
+    assert set(schema) == set(recipes.MODELS) == set(architectures.BUILDERS)
 
 
 def test_recipes_sit_between_the_config_section_and_the_overrides():

@@ -139,7 +139,9 @@ def select_candidates(generator: torch.nn.Module, critic: torch.nn.Module, data:
                       attention: torch.Tensor | None, candidates: pd.DataFrame,
                       counts: dict[str, int], *, diversity: float, batch_size: int,
                       precision: str) -> pd.DataFrame:
-    """The kept candidates (dermflow.selection), with their realism scores."""
+    """The kept candidates (dermflow.selection), with their realism scores. Candidates are
+    scored batch by batch and not stored: the kept ones are made again from their seeds,
+    which costs a second generation pass but no memory for twice the images."""
     realism, features = [], []
     for chunk in tqdm(batches(torch.arange(len(candidates)), batch_size), desc="score",
                       unit="batch", mininterval=5):
