@@ -19,13 +19,13 @@ from conftest import planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 DCGAN = {
-    "gan": {"kind": "dcgan", "epochs": 4, "dcgan": {"channels": 8, "batch_size": 32}},
+    "gan": {"kind": "dcgan", "epochs": 2, "dcgan": {"channels": 8, "batch_size": 32}},
     "synthesis": {"select": {"enabled": True, "candidates": 2.0, "diversity": 1.0}},
     "experiments": [  # its 64 px CNN has a 41M-weight dense layer: few epochs on a CPU
         {"name": "dcgan_dermagan_cnn", "balance": "dcgan", "model": "dermagan_cnn",
-         "overrides": {"epochs": 3}},
+         "overrides": {"epochs": 2}},
         {"name": "none_dermagan_cnn", "balance": "none", "model": "dermagan_cnn",
-         "overrides": {"epochs": 3}}],
+         "overrides": {"epochs": 2}}],
 }
 ARGS = ("--profile", "profiles/demo", "--configfile", "profiles/demo/demo.yaml", "dcgan.yaml")
 
