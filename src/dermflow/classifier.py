@@ -283,10 +283,10 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     test images."""
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     model, meta = load_classifier(model_path, device)
-    data = ImageTensor(images, labels_by_position(table, len(images), meta["task"]), device,
-                       meta["mean"], meta["std"])
+    labels = labels_by_position(table, len(images), meta["task"])
+    data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
     rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
-    rows["label"] = task_labels(rows["dx"].to_numpy(), meta["task"])
+    rows["label"] = labels[rows["pos"].to_numpy()]
     probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
     out = with_probabilities(rows[["image_id", "split", "source", "dx", "label", "pos"]], probs,
                              meta["classes"])

@@ -107,31 +107,34 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
         0, 2, 3, 1).cpu().numpy()
 
 
+def conditions(data: ImageTensor, attention: torch.Tensor | None, part: pd.DataFrame,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Manifest rows' classes, source cache rows, and their attention maps (C'GAN only)."""
+    y = torch.tensor(part["label"].to_numpy(), device=data.device)
+    rows = torch.tensor(part["source_row"].to_numpy())
+    return y, rows, (gather_attention(attention, rows, data.device) if attention is not None
+                     else None)
+
+
 @torch.no_grad()
 def synthesize(generator: torch.nn.Module, data: ImageTensor, attention: torch.Tensor | None,
                part: pd.DataFrame, precision: str = "fp32") -> torch.Tensor:
     """Synthetic images (N x 3 x S x S in [-1, 1], S the cache's) for manifest rows: from
     their source images and attention (C'GAN), or from their class alone (DCGAN)."""
     z = latents(part["seed"].to_numpy(), generator.latent_dim).to(data.device)
-    y = torch.tensor(part["label"].to_numpy(), device=data.device)
+    y, rows, maps = conditions(data, attention, part)
     with autocast(data.device, precision):
-        if attention is None:
+        if maps is None:
             return resize(generator(z, y).float(), int(data.images.shape[1]))
-        rows = torch.tensor(part["source_row"].to_numpy())
-        x, _ = data.batch(rows)
-        return generator(x, gather_attention(attention, rows, data.device), z, y).float()
+        return generator(data.batch(rows)[0], maps, z, y).float()
 
 
 @torch.no_grad()
 def score(critic: torch.nn.Module, fake: torch.Tensor, data: ImageTensor,
           attention: torch.Tensor | None, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The critic's realism score and pooled features of synthetic images."""
-    y = torch.tensor(part["label"].to_numpy(), device=data.device)
-    if attention is None:
-        realism, features = critic.score(fake, y)
-    else:
-        rows = torch.tensor(part["source_row"].to_numpy())
-        realism, features = critic.score(fake, gather_attention(attention, rows, data.device), y)
+    y, _, maps = conditions(data, attention, part)
+    realism, features = critic.score(fake, y) if maps is None else critic.score(fake, maps, y)
     return realism.cpu().numpy(), features.cpu().numpy()
 
 
