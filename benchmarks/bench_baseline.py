@@ -20,10 +20,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from dermflow.attention import smoothgrad
-from dermflow.batches import ImageTensor
 from dermflow.provenance import cpu_name
-from dermflow.train import TrainConfig, autocast, fit
+from dermflow.training.attention import smoothgrad
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import TrainConfig, autocast, fit
 
 
 def sync(device: torch.device) -> None:

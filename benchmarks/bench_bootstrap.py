@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
+from dermflow.evaluation.metrics import bootstrap, bootstrap_samples, summarize_bootstrap
 from dermflow.labels import CLASSES
-from dermflow.metrics import bootstrap, bootstrap_samples, summarize_bootstrap
 from dermflow.provenance import cpu_name
 
 

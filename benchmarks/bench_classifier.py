@@ -18,7 +18,7 @@ import yaml
 from bench_baseline import bare_loop, dermflow_loop
 
 from dermflow.config import validate_config
-from dermflow.fusion import FusionClassifier, create
+from dermflow.models.fusion import FusionClassifier, create
 from dermflow.provenance import cpu_name
 
 

@@ -21,11 +21,13 @@ import torch
 import yaml
 from bench_baseline import timed
 
-from dermflow.batches import ImageTensor
 from dermflow.config import validate_config
-from dermflow.gan_training import TO_UNIT, GanConfig, GanStep, build_networks, fit_gan
+from dermflow.gan.cgan import CganStep
+from dermflow.gan.step import TO_UNIT, GanConfig
+from dermflow.gan.training import build_networks, fit_gan
 from dermflow.provenance import cpu_name
-from dermflow.train import autocast
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import autocast
 
 
 def bare_loop(settings: dict, device: torch.device, batch: int, size: int, steps: int,
@@ -78,7 +80,7 @@ def dermflow_loop(settings: dict, device: torch.device, batch: int, size: int, s
     attention = attention.to(device) if data.resident and device.type == "cuda" else attention
     torch.manual_seed(0)
     cfg = GanConfig(epochs=2, batch_size=batch, precision=precision)
-    history = fit_gan(GanStep(*build_networks(settings, size), cfg), data, attention,
+    history = fit_gan(CganStep(*build_networks(settings, size), cfg), data, attention,
                       np.arange(n), cfg)
     return float(history["images_per_s"].iloc[-1])
 

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dermflow.hair import HairParams, remove_hair, remove_hair_all
-from dermflow.images import read_rgb, zip_ref
+from dermflow.data.hair import HairParams, remove_hair, remove_hair_all
+from dermflow.data.images import read_rgb, zip_ref
 from dermflow.provenance import cpu_name
 
 ARCHIVE = "HAM10000_images_200x150.zip"

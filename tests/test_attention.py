@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dermflow.attention import smoothgrad, write_attention
-from dermflow.batches import ImageTensor
+from dermflow.training.attention import smoothgrad, write_attention
+from dermflow.training.batches import ImageTensor
 
 
 class CentreModel(torch.nn.Module):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dermflow.batches import ImageTensor, augment, batches, keras_augment
+from dermflow.training.augmentation import augment, keras_augment
+from dermflow.training.batches import ImageTensor, batches
 
 CPU = torch.device("cpu")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermflow.cache import build_cache, cache_source, load_cache, load_resized
+from dermflow.data.cache import build_cache, cache_source, load_cache, load_resized
+from dermflow.data.validate import image_sources, validate_dataset
 from dermflow.errors import DatasetError
-from dermflow.validate import image_sources, validate_dataset
 
 
 @pytest.fixture

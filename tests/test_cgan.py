@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dermflow.batches import ImageTensor
-from dermflow.cgan import Critic, Generator
 from dermflow.errors import ConfigError
-from dermflow.gan_training import TO_UNIT, GanConfig, GanStep, epoch_order, fit_gan
+from dermflow.gan.cgan import CganStep, Critic, Generator
+from dermflow.gan.step import TO_UNIT, GanConfig
+from dermflow.gan.training import epoch_order, fit_gan
 from dermflow.labels import CLASSES
+from dermflow.training.batches import ImageTensor
 
 SIZE = 16
 
@@ -87,7 +88,7 @@ def tiny_data() -> tuple[ImageTensor, torch.Tensor, np.ndarray]:
 
 def test_one_step_updates_both_networks_and_reports_losses():
     generator, critic = networks()
-    step = GanStep(generator, critic, GanConfig(batch_size=4))
+    step = CganStep(generator, critic, GanConfig(batch_size=4))
     g0 = [p.detach().clone() for p in generator.parameters()]
     d0 = [p.detach().clone() for p in critic.parameters()]
     data, attention, _ = tiny_data()
@@ -105,8 +106,8 @@ class Killed(Exception):
     """Stands in for the job being killed mid-epoch."""
 
 
-class DiesAfter(GanStep):
-    """A GanStep that is killed after a given number of steps."""
+class DiesAfter(CganStep):
+    """A CganStep that is killed after a given number of steps."""
 
     def __init__(self, *args, steps: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -122,7 +123,7 @@ class DiesAfter(GanStep):
 def test_killed_run_resumes_to_the_same_generator(tmp_path):
     data, attention, pool = tiny_data()
     cfg = GanConfig(epochs=3, batch_size=4, seed=5)
-    straight = GanStep(*networks(), cfg)
+    straight = CganStep(*networks(), cfg)
     history = fit_gan(straight, data, attention, pool, cfg)
     assert list(history["epoch"]) == [1, 2, 3] and history["images_per_s"].gt(0).all()
 
@@ -130,12 +131,12 @@ def test_killed_run_resumes_to_the_same_generator(tmp_path):
     with pytest.raises(Killed):  # 5 steps per epoch: killed in the middle of epoch 2
         fit_gan(DiesAfter(*networks(), cfg, steps=7), data, attention, pool, cfg, checkpoint)
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
-    resumed = GanStep(*networks(seed=9), cfg)  # other initial weights: all state must come back
+    resumed = CganStep(*networks(seed=9), cfg)  # other initial weights: all state must come back
     assert list(fit_gan(resumed, data, attention, pool, cfg, checkpoint)["epoch"]) == [1, 2, 3]
     for a, b in zip(straight.g.state_dict().values(), resumed.g.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
 
     other = GanConfig(epochs=1, batch_size=4, seed=6)  # another run ignores this checkpoint
-    assert list(fit_gan(GanStep(*networks(), other), data, attention, pool, other,
+    assert list(fit_gan(CganStep(*networks(), other), data, attention, pool, other,
                         checkpoint)["epoch"]) == [1]

@@ -18,15 +18,16 @@ def package_copy(tmp_path, monkeypatch):
 
 
 def test_closure_follows_imports():
-    closure = codehash.module_closure("dermflow.images")
-    assert closure == ["dermflow.atomic", "dermflow.errors", "dermflow.images"]
+    closure = codehash.module_closure("dermflow.data.images")
+    assert closure == ["dermflow.atomic", "dermflow.data.images", "dermflow.errors"]
 
 
 def test_editing_a_dependency_changes_the_hash(package_copy):
-    images, labels = codehash.code_hash("dermflow.images"), codehash.code_hash("dermflow.labels")
+    images = codehash.code_hash("dermflow.data.images")
+    labels = codehash.code_hash("dermflow.labels")
     with open(package_copy / "atomic.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert codehash.code_hash("dermflow.images") != images
+    assert codehash.code_hash("dermflow.data.images") != images
     assert codehash.code_hash("dermflow.labels") == labels
 
 

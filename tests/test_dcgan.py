@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dermflow.batches import ImageTensor
-from dermflow.dcgan import DcganDiscriminator, DcganGenerator, resize
-from dermflow.gan_training import TO_UNIT, DcganStep, GanConfig, fit_gan
+from dermflow.gan.dcgan import DcganDiscriminator, DcganGenerator, DcganStep, resize
+from dermflow.gan.step import TO_UNIT, GanConfig
+from dermflow.gan.training import fit_gan
 from dermflow.labels import CLASSES
+from dermflow.training.batches import ImageTensor
 
 
 def test_generator_makes_64px_images_from_a_512_latent():

@@ -11,8 +11,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from dermflow.demo import make_demo_dataset
-from dermflow.images import read_mask, read_rgb
+from dermflow.data.demo import make_demo_dataset
+from dermflow.data.images import read_mask, read_rgb
 from dermflow.labels import CLASSES
 
 N, W, H = 200, 64, 48

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from dermflow.device import Claim, DeviceError, claim_gpus
+from dermflow.training.device import Claim, DeviceError, claim_gpus
 
 CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it forks
 

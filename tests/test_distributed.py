@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from dermflow.batches import ImageTensor
-from dermflow.distributed import rank_world, run_distributed
-from dermflow.train import TrainConfig, fit
+from dermflow.training.batches import ImageTensor
+from dermflow.training.distributed import rank_world, run_distributed
+from dermflow.training.loop import TrainConfig, fit
 
 CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, augment=True, seed=3)
 

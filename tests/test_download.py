@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from dermflow import download
-from dermflow.download import (
+from dermflow.data import download
+from dermflow.data.download import (
     CORE_FILES,
     EXTERNAL_TEST_FILES,
     HAM10000_DOI,

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermflow.evaluation import classes_of, compare_experiments, evaluate_experiment
+from dermflow.evaluation.compare import compare_experiments
+from dermflow.evaluation.evaluate import evaluate_experiment
+from dermflow.evaluation.predictions import classes_of
 from dermflow.labels import BINARY, CLASSES
 
 

@@ -7,9 +7,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from dermflow.demo import make_external_test
+from dermflow.data.demo import make_external_test
+from dermflow.data.isic2018 import GROUND_TRUTH, IMAGES, ground_truth_metadata
 from dermflow.errors import DatasetError
-from dermflow.isic2018 import GROUND_TRUTH, IMAGES, ground_truth_metadata
 
 
 def test_one_hot_ground_truth_becomes_metadata(tmp_path):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dermflow.batches import ImageTensor
-from dermflow.fusion import CrossAttentionFusion, FusionClassifier
-from dermflow.train import TrainConfig, fit
+from dermflow.models.fusion import CrossAttentionFusion, FusionClassifier
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import TrainConfig, fit
 
 
 def test_cross_attention_shapes_and_weights():

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermflow.demo import make_demo_dataset
-from dermflow.hair import (
+from dermflow.data.demo import make_demo_dataset
+from dermflow.data.hair import (
     HairParams,
     hair_params,
     hair_steps,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.workflow
 
 JOB = """\
 import json, sys, time
-from dermflow.device import claim_gpus
+from dermflow.training.device import claim_gpus
 with claim_gpus(1, device_count=2, lock_dir=sys.argv[2]) as claim:
     start = time.time()
     time.sleep(1.5)

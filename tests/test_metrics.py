@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score
 
-from dermflow.metrics import (
+from dermflow.evaluation.metrics import (
     bootstrap,
     bootstrap_samples,
     confusion_batches,

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from dermflow.models import WeightsError, create
+from dermflow.models.backbones import WeightsError, create
 
 
 def test_local_weights_are_loaded(tmp_path):

@@ -6,24 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from dermflow import architectures, recipes
-from dermflow.asff import ASFFResNet50
-from dermflow.batches import ImageTensor
 from dermflow.config import load_schema
-from dermflow.custom_cnn import DermaGanCNN
-from dermflow.freezing import parameter_layers
-from dermflow.hybrids import HybridClassifier
+from dermflow.errors import ConfigError
 from dermflow.labels import BINARY, CLASSES, task_classes, task_labels
-from dermflow.train import TrainConfig, fit
+from dermflow.models import factory, registry
+from dermflow.models.asff import ASFFResNet50
+from dermflow.models.dermagan_cnn import DermaGanCNN
+from dermflow.models.freezing import parameter_layers
+from dermflow.models.hybrids import HybridClassifier
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import TrainConfig, fit
 
 SETTINGS = {"pretrained": False, "fusion_dim": 32, "fusion_heads": 4, "bottleneck": 16,
             "dropout": 0.3}
 
 
-@pytest.mark.parametrize("name", sorted(recipes.MODELS))
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
 def test_every_model_builds_for_both_tasks(name):
     for classes in (CLASSES, BINARY):
-        model = architectures.create(name, num_classes=len(classes), image_size=32,
+        model = factory.create(name, num_classes=len(classes), image_size=32,
                                      settings=SETTINGS, weights_dir=None)
         assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, len(classes))
         assert model.saliency_layer() in set(model.modules())
@@ -31,22 +32,22 @@ def test_every_model_builds_for_both_tasks(name):
 
 def test_schema_recipes_and_builders_name_the_same_models():
     schema = load_schema()["properties"]["experiments"]["items"]["properties"]["model"]["enum"]
-    assert set(schema) == set(recipes.MODELS) == set(architectures.BUILDERS)
+    assert set(schema) == set(registry.MODELS)
 
 
 def test_recipes_sit_between_the_config_section_and_the_overrides():
     section = {"lr": 1e-4, "epochs": 8, "schedule": "staged", "augmentation": "dermoscopy"}
     densenet = {"name": "x", "model": "cnn_densenet121", "overrides": {"lr": 1e-3}}
-    merged = recipes.experiment_settings(section, densenet)
+    merged = registry.experiment_settings(section, densenet)
     assert merged["schedule"] == "single" and merged["augmentation"] == "keras"  # paper 001
     assert merged["frozen_layers"] == 55 and merged["class_weights"] is True
     assert merged["lr"] == 1e-3  # the experiment's override wins
     assert merged["epochs"] == 8  # the run's budget is never a recipe's
     assert list(merged) == sorted(merged)
-    fusion = recipes.experiment_settings(section, {"name": "y", "model": "resnet50v2_deit"})
+    fusion = registry.experiment_settings(section, {"name": "y", "model": "resnet50v2_deit"})
     assert fusion == dict(sorted(section.items()))
-    with pytest.raises(ValueError, match="unknown model 'vgg'"):
-        recipes.experiment_settings(section, {"name": "z", "model": "vgg"})
+    with pytest.raises(ConfigError, match="unknown model 'vgg'"):
+        registry.experiment_settings(section, {"name": "z", "model": "vgg"})
 
 
 def test_hybrid_freezes_the_first_keras_layers_and_their_batchnorm_statistics():
@@ -100,7 +101,7 @@ def test_dermagan_cnn_is_the_papers_layer_list_at_64_pixels():
 
 
 def test_efficientnet_b4_keeps_its_squeeze_excitation_blocks():
-    model = architectures.create("efficientnet_b4", num_classes=7, image_size=32,
+    model = factory.create("efficientnet_b4", num_classes=7, image_size=32,
                                  settings=SETTINGS, weights_dir=None)
     names = [name for name, _ in model.named_modules()]
     assert sum(name.endswith(".se") for name in names) == 32  # one per MBConv block

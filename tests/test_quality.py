@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import SHARED_WEIGHTS
 
-from dermflow import models
-from dermflow.baseline import save_model
-from dermflow.fidelity import distribution_metrics, extractor, features
-from dermflow.perceptual import ALEXNET_FILE, load_lpips, lpips_distance
-from dermflow.quality import gate, nearest_real
+from dermflow.gan.fidelity import distribution_metrics, extractor, features
+from dermflow.gan.perceptual import ALEXNET_FILE, load_lpips, lpips_distance
+from dermflow.gan.quality import gate, nearest_real
+from dermflow.models import backbones
+from dermflow.models.io import save_model
 
 
 def test_distribution_metrics_separate_near_from_far():
@@ -70,7 +70,7 @@ def test_lpips_runs_offline_from_the_local_backbone():
 def baseline_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("baseline") / "model.pt"
     torch.manual_seed(0)
-    model = models.create("resnetv2_50", num_classes=7)
+    model = backbones.create("resnetv2_50", num_classes=7)
     save_model(model.eval(), path, architecture="resnetv2_50", classes=list("abcdefg"),
                image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     return str(path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dermflow.report import ablation_table, dhash, leakage_audit, near_duplicate_pairs
+from dermflow.evaluation.leakage import dhash, leakage_audit, near_duplicate_pairs
+from dermflow.evaluation.report import ablation_table
 
 
 def test_near_duplicates_are_found_by_hash_distance():

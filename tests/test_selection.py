@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dermflow.selection import candidate_counts, select_diverse
+from dermflow.gan.selection import candidate_counts, select_diverse
 
 
 def test_without_diversity_the_most_realistic_are_kept():

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dermflow.data.split import make_split, pool_split, split_summary
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
-from dermflow.split import make_split, pool_split, split_summary
 
 FRACTIONS = (0.7, 0.2, 0.1)
 

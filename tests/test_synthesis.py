@@ -8,8 +8,9 @@ import torch
 
 from dermflow.config import load_config
 from dermflow.errors import DatasetError
+from dermflow.gan.plan import plan, synthetic_counts
+from dermflow.gan.synthesis import latents
 from dermflow.labels import CLASSES
-from dermflow.synthesis import latents, plan, synthetic_counts
 
 HAM_COUNTS = {"bkl": 1099, "nv": 6705, "df": 115, "mel": 1113, "vasc": 142, "bcc": 514,
               "akiec": 327}  # the paper's Table 2a

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dermflow import train
-from dermflow.batches import ImageTensor
-from dermflow.train import TrainConfig, fit, predict
+from dermflow.training import loop as train
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import TrainConfig, fit, predict
 
 CPU = torch.device("cpu")
 

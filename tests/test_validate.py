@@ -9,8 +9,8 @@ import zipfile
 import pandas as pd
 import pytest
 
+from dermflow.data.validate import image_sources, validate_dataset
 from dermflow.errors import DatasetError
-from dermflow.validate import image_sources, validate_dataset
 
 
 def digest(root):

@@ -16,7 +16,7 @@ from conftest import REPO, planned_jobs
 from sklearn.metrics import balanced_accuracy_score
 
 from dermflow.labels import CLASSES, task_classes, task_labels
-from dermflow.recipes import experiment_settings
+from dermflow.models.registry import experiment_settings
 
 pytestmark = pytest.mark.workflow
 DEMO = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())

@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import SHARED_WEIGHTS, planned_jobs, snakemake
 
-from dermflow.baseline import load_split_cache
-from dermflow.batches import ImageTensor
-from dermflow.gan_training import TO_UNIT, attention_tensor, load_networks
+from dermflow.data.cache import load_split_cache
+from dermflow.gan.perceptual import ALEXNET_FILE
+from dermflow.gan.plan import synthetic_counts
+from dermflow.gan.step import TO_UNIT
+from dermflow.gan.synthesis import synthesize
+from dermflow.gan.training import attention_tensor, load_networks
 from dermflow.labels import CLASSES
-from dermflow.perceptual import ALEXNET_FILE
-from dermflow.synthesis import synthesize, synthetic_counts
+from dermflow.training.batches import ImageTensor
 
 pytestmark = pytest.mark.workflow
 GAN_STAGES = {"train_gan", "generate_synthetic", "check_synthetic", "split_pool"}

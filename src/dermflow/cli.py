@@ -32,7 +32,7 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def _make_demo(args: argparse.Namespace) -> None:
-    from dermflow.demo import make_demo_dataset
+    from dermflow.data.demo import make_demo_dataset
 
     meta = make_demo_dataset(args.out, n_images=args.n_images, width=args.width,
                              height=args.height, seed=args.seed)
@@ -40,14 +40,14 @@ def _make_demo(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    from dermflow.download import download_ham10000
+    from dermflow.data.download import download_ham10000
 
     for path in download_ham10000(args.out, external_test=args.external_test):
         print(path)
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from dermflow.validate import image_sources, validate_dataset
+    from dermflow.data.validate import image_sources, validate_dataset
 
     root = Path(args.dataset)
     manifest, quarantine = validate_dataset(root / args.metadata, image_sources(root),
@@ -58,7 +58,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _split(args: argparse.Namespace) -> None:
-    from dermflow.split import make_split, split_summary
+    from dermflow.data.split import make_split, split_summary
 
     split = make_split(pd.read_csv(args.manifest), args.protocol,
                        (args.train, args.val, args.test), args.seed)
@@ -71,8 +71,8 @@ def _split(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import torch
 
-    from dermflow.classifier import predict_files
-    from dermflow.hair import hair_params
+    from dermflow.data.hair import hair_params
+    from dermflow.experiments.classifier import predict_files
 
     hair = None
     if args.config:

@@ -2,17 +2,21 @@
 
 Snakemake tracks ``script:`` files only by mtime and knows nothing of the
 library they call; each rule's params carry this hash instead. A module's hash
-covers every dermflow module it imports, directly or not.
+covers every dermflow module it imports, directly or not, and every module a
+registry names by dotted path (``"dermflow.models.fusion:build"``), which is
+imported only when a job needs it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from pathlib import Path
 
 PACKAGE = "dermflow"
 PACKAGE_DIR = Path(__file__).resolve().parent
+DOTTED = re.compile(rf"{PACKAGE}(\.\w+)+(:\w+)?")  # a module named in a string, e.g. a builder
 
 
 def _find(name: str) -> Path | None:
@@ -33,10 +37,15 @@ def _module_file(name: str) -> Path:
 
 
 def _internal_imports(name: str, source: str) -> set[str]:
-    """dermflow modules that ``name`` imports (absolute or relative)."""
+    """dermflow modules that ``name`` imports (absolute or relative) or names by dotted path."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                DOTTED.fullmatch(node.value):
+            module = node.value.split(":")[0]
+            if _find(module) is not None:
+                found.add(module)
+        elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""

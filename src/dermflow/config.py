@@ -16,6 +16,8 @@ import jsonschema
 import yaml
 
 from dermflow.errors import ConfigError
+from dermflow.gan.registry import BALANCES, GENERATORS
+from dermflow.models.registry import MODELS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -94,25 +96,22 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
         names = [e.get("name") for e in experiments]
         for name in sorted({n for n in names if names.count(n) > 1}, key=str):
             yield f"experiments: the name {name!r} is used more than once"
-        deit = [e.get("name") for e in experiments if e.get("model") == "resnet50v2_deit"]
-        if deit and isinstance(config.get("image_size"), int) and config["image_size"] % 16:
-            yield (f"image_size: DeiT cuts 16-pixel patches, so experiment {deit[0]} needs "
-                   f"image_size divisible by 16 (it is {config['image_size']})")
+        size = config.get("image_size")
+        patched = [(e.get("name"), MODELS[e["model"]].patch_size) for e in experiments
+                   if e.get("model") in MODELS and MODELS[e["model"]].patch_size > 1]
+        if patched and isinstance(size, int) and size % patched[0][1]:
+            name, patch = patched[0]
+            yield (f"image_size: DeiT cuts {patch}-pixel patches, so experiment {name} needs "
+                   f"image_size divisible by {patch} (it is {size})")
     gan = config.get("gan", {})
     if isinstance(experiments, list):
         for k, e in enumerate(experiments):
             balance = e.get("balance") if isinstance(e, dict) else None
-            if balance in ("cgan", "dcgan") and gan.get("kind") != balance:
+            if balance in GENERATORS and gan.get("kind") != balance:
                 yield (f"experiments[{k}].balance: {balance} needs gan.kind: {balance} (the run "
                        f"trains one generator; gan.kind is {gan.get('kind')})")
-    dcgan_size = gan.get("dcgan", {}).get("size")
-    if isinstance(dcgan_size, int) and dcgan_size & (dcgan_size - 1):
-        yield f"gan.dcgan.size: must be a power of two (it is {dcgan_size})"
-    size, depth = config.get("image_size"), gan.get("depth")
-    if gan.get("kind") == "cgan" and isinstance(size, int) and isinstance(depth, int) and \
-            size % 2**depth:
-        yield (f"gan.depth: the generator halves the image {depth} times, so image_size must be "
-               f"divisible by {2**depth} (it is {size})")
+    if gan.get("kind") in GENERATORS:
+        yield from GENERATORS[gan["kind"]].check(config)
 
 
 def _sorted(value: Any) -> Any:
@@ -126,8 +125,14 @@ def _sorted(value: Any) -> Any:
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Read the config schema."""
-    return yaml.safe_load(Path(path).read_text())
+    """Read the config schema, with the names of the registries as its enums: a model,
+    generator or balance mode is added in its registry alone."""
+    schema = yaml.safe_load(Path(path).read_text())
+    schema["properties"]["gan"]["properties"]["kind"]["enum"] = list(GENERATORS)
+    experiment = schema["properties"]["experiments"]["items"]["properties"]
+    experiment["balance"]["enum"] = list(BALANCES)
+    experiment["model"]["enum"] = list(MODELS)
+    return schema
 
 
 def validate_config(config: dict[str, Any],

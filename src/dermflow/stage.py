@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dermflow.errors import DermflowError
+from dermflow.logs import FORMAT
 from dermflow.provenance import write_provenance
 
 if TYPE_CHECKING:
     import torch
-
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextmanager
@@ -51,7 +50,7 @@ def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
     """run_stage plus the GPU claim for the rule's ``gpu`` resource and its CPU threads."""
     import torch  # only GPU stages pay for importing torch
 
-    from dermflow.device import claim_gpus
+    from dermflow.training.device import claim_gpus
 
     with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0))) as claim:
         torch.set_num_threads(max(1, smk.threads))

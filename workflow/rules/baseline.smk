@@ -22,7 +22,7 @@ rule train_baseline:
         precision=config["precision"],
         weights_dir=config["weights_dir"],
         checkpoints="results/checkpoints/train_baseline",
-        code=code_hash("dermflow.baseline"),
+        code=code_hash("dermflow.training.baseline"),
     threads: 4
     resources:
         gpu=1,
@@ -55,7 +55,7 @@ rule extract_attention:
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
-        code=code_hash("dermflow.baseline"),
+        code=code_hash("dermflow.training.attention"),
     threads: 4
     resources:
         gpu=1,

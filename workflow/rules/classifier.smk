@@ -8,18 +8,18 @@ rule build_dataset:
         split="results/split/split.csv",
         pool=lambda wc: (
             ["results/synthetic/split.csv", "results/synthetic/manifest.csv"]
-            if wc.balance in ("cgan", "dcgan")
+            if wc.balance in GENERATORS
             else []
         ),
     output:
         table="results/datasets/{balance}/dataset.csv",
     wildcard_constraints:
-        balance="none|cgan|dcgan",
+        balance="|".join(["none", *GENERATORS]),
     params:
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
-        code=code_hash("dermflow.datasets"),
+        code=code_hash("dermflow.experiments.datasets"),
     log:
         "logs/build_dataset_{balance}.log",
     benchmark:
@@ -43,7 +43,7 @@ rule build_augmented_dataset:
         split=config["split"],
         seed=config["seed"],
         synthesis=config["synthesis"],
-        code=code_hash("dermflow.datasets"),
+        code=code_hash("dermflow.experiments.datasets"),
     log:
         "logs/build_dataset_augment.log",
     benchmark:
@@ -75,7 +75,7 @@ rule train_classifier:
         precision=config["precision"],
         weights_dir=config["weights_dir"],
         checkpoints="results/checkpoints/train_classifier/{experiment}",
-        code=code_hash("dermflow.classifier"),
+        code=code_hash("dermflow.experiments.classifier"),
     threads: 4
     resources:
         gpu=lambda wc: experiment_settings(wc.experiment)["gpus"],
@@ -105,7 +105,7 @@ rule predict:
     params:
         settings=lambda wc: experiment_settings(wc.experiment),
         precision=config["precision"],
-        code=code_hash("dermflow.classifier"),
+        code=code_hash("dermflow.experiments.predict"),
     threads: 4
     resources:
         gpu=1,

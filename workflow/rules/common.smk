@@ -13,9 +13,10 @@ export_src(SRC)
 
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config
+from dermflow.data.validate import image_sources
 from dermflow.errors import ConfigError
-from dermflow.recipes import experiment_settings as merged_settings
-from dermflow.validate import image_sources
+from dermflow.gan.registry import GENERATORS, generator_kind
+from dermflow.models.registry import experiment_settings as merged_settings
 
 try:
     config.update(
@@ -114,10 +115,10 @@ EXTRA_ARRAYS = {
     config["gan"]["kind"]: "results/synthetic/synthetic.npy",
     "augment": "results/datasets/augment/augmented.npy",
 }
-# Only the C'GAN is conditioned on attention maps.
+# Generators that edit a source image under its attention map need the maps.
 GAN_ATTENTION = (
     {"attention": "results/attention/attention.npy"}
-    if config["gan"]["kind"] == "cgan"
+    if generator_kind(config["gan"]["kind"]).needs_attention
     else {}
 )
 

@@ -13,7 +13,7 @@ if SOURCE == "download":
             url=DATASET["dataverse_url"],
             doi=DATASET["doi"],
             external_test=DATASET["external_test"],
-            code=code_hash("dermflow.download"),
+            code=code_hash("dermflow.data.download"),
         log:
             "logs/download_ham10000.log",
         benchmark:
@@ -37,7 +37,7 @@ if SOURCE == "demo":
         params:
             demo=DATASET["demo"],
             external_test=DATASET["external_test"],
-            code=code_hash("dermflow.demo"),
+            code=code_hash("dermflow.data.demo"),
         log:
             "logs/make_demo_dataset.log",
         benchmark:
@@ -61,7 +61,7 @@ rule validate_dataset:
         ),
     params:
         on_bad_input=config["on_bad_input"],
-        code=code_hash("dermflow.validate"),
+        code=code_hash("dermflow.data.validate"),
     threads: 4
     log:
         "logs/validate_dataset.log",
@@ -88,7 +88,7 @@ if DATASET["external_test"]:
             hair=config["hair_removal"],
             on_bad_input=config["on_bad_input"],
             size=config["image_size"],
-            code=code_hash("dermflow.external"),
+            code=code_hash("dermflow.data.external"),
         threads: 8
         log:
             "logs/prepare_external.log",

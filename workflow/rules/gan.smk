@@ -22,7 +22,7 @@ rule train_gan:
         seed=config["seed"],
         precision=config["precision"],
         checkpoints="results/checkpoints/train_gan",
-        code=code_hash("dermflow.gan_training"),
+        code=code_hash("dermflow.gan.training"),
     threads: 4
     resources:
         gpu=1,
@@ -56,7 +56,7 @@ rule generate_synthetic:
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
-        code=code_hash("dermflow.synthesis"),
+        code=code_hash("dermflow.gan.synthesis"),
     threads: 4
     resources:
         gpu=1,
@@ -91,7 +91,7 @@ rule check_synthetic:
         protocol=config["protocol"],
         seed=config["seed"],
         weights_dir=config["weights_dir"],
-        code=code_hash("dermflow.quality"),
+        code=code_hash("dermflow.gan.quality"),
     threads: 4
     resources:
         gpu=1,
@@ -115,7 +115,7 @@ rule split_pool:
     params:
         protocol=config["protocol"],
         split=config["split"],
-        code=code_hash("dermflow.split"),
+        code=code_hash("dermflow.data.split"),
     log:
         "logs/split_pool.log",
     benchmark:

@@ -17,7 +17,7 @@ rule remove_hair:
         metrics="results/hair/metrics.json",
     params:
         hair=config["hair_removal"],
-        code=code_hash("dermflow.hair"),
+        code=code_hash("dermflow.data.hair"),
     threads: 8
     log:
         "logs/remove_hair.log",
@@ -37,7 +37,7 @@ rule cache_images:
         cache="results/cache/images_{size}.npy",
         index="results/cache/index_{size}.csv",
     params:
-        code=code_hash("dermflow.cache"),
+        code=code_hash("dermflow.data.cache"),
     threads: 8
     log:
         "logs/cache_images_{size}.log",
@@ -58,7 +58,7 @@ rule split_dataset:
     params:
         protocol=config["protocol"],
         split=config["split"],
-        code=code_hash("dermflow.split"),
+        code=code_hash("dermflow.data.split"),
     log:
         "logs/split_dataset.log",
     benchmark:

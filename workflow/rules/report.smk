@@ -33,7 +33,7 @@ rule evaluate:
         ),
     params:
         settings=config["report"],
-        code=code_hash("dermflow.evaluation"),
+        code=code_hash("dermflow.evaluation.evaluate"),
     log:
         "logs/evaluate_{experiment}.log",
     benchmark:
@@ -54,7 +54,7 @@ rule compare:
     params:
         names=list(EXPERIMENTS),
         settings=config["report"],
-        code=code_hash("dermflow.evaluation"),
+        code=code_hash("dermflow.evaluation.compare"),
     log:
         "logs/compare.log",
     benchmark:
@@ -80,7 +80,7 @@ rule report:
         experiments=config["experiments"],
         protocol=config["protocol"],
         settings=config["report"],
-        code=code_hash("dermflow.report"),
+        code=code_hash("dermflow.evaluation.report"),
     log:
         "logs/report.log",
     benchmark:

@@ -1,6 +1,6 @@
-"""Wire rules build_dataset and build_augmented_dataset to dermflow.datasets."""
+"""Wire rules build_dataset and build_augmented_dataset to dermflow.experiments.datasets."""
 
-from dermflow.datasets import build_dataset
+from dermflow.experiments.datasets import build_dataset
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

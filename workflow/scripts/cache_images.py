@@ -1,8 +1,8 @@
-"""Wire rule cache_images to dermflow.cache."""
+"""Wire rule cache_images to dermflow.data.cache."""
 
 import pandas as pd
 
-from dermflow.cache import build_cache, cache_source
+from dermflow.data.cache import build_cache, cache_source
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

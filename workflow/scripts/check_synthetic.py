@@ -1,6 +1,6 @@
-"""Wire rule check_synthetic to dermflow.quality."""
+"""Wire rule check_synthetic to dermflow.gan.quality."""
 
-from dermflow.quality import check_synthetic
+from dermflow.gan.quality import check_synthetic
 from dermflow.stage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):

@@ -1,6 +1,6 @@
-"""Wire rule compare to dermflow.evaluation."""
+"""Wire rule compare to dermflow.evaluation.compare."""
 
-from dermflow.evaluation import compare_experiments
+from dermflow.evaluation.compare import compare_experiments
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

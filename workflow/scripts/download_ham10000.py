@@ -1,8 +1,8 @@
-"""Wire rule download_ham10000 to dermflow.download."""
+"""Wire rule download_ham10000 to dermflow.data.download."""
 
 from pathlib import Path
 
-from dermflow.download import download_ham10000
+from dermflow.data.download import download_ham10000
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

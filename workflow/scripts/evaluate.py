@@ -1,6 +1,6 @@
-"""Wire rule evaluate to dermflow.evaluation."""
+"""Wire rule evaluate to dermflow.evaluation.evaluate."""
 
-from dermflow.evaluation import evaluate_experiment
+from dermflow.evaluation.evaluate import evaluate_experiment
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

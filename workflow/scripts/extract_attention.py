@@ -1,7 +1,7 @@
-"""Wire rule extract_attention to dermflow.baseline."""
+"""Wire rule extract_attention to dermflow.training.attention."""
 
-from dermflow.baseline import extract_attention
 from dermflow.stage import gpu_stage
+from dermflow.training.attention import extract_attention
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

@@ -1,8 +1,8 @@
-"""Wire rule make_demo_dataset to dermflow.demo."""
+"""Wire rule make_demo_dataset to dermflow.data.demo."""
 
 from pathlib import Path
 
-from dermflow.demo import make_demo_dataset, make_external_test
+from dermflow.data.demo import make_demo_dataset, make_external_test
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

@@ -1,6 +1,6 @@
-"""Wire rule predict to dermflow.classifier."""
+"""Wire rule predict to dermflow.experiments.predict."""
 
-from dermflow.classifier import predict_experiment
+from dermflow.experiments.predict import predict_experiment
 from dermflow.stage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):

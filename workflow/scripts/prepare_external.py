@@ -1,9 +1,9 @@
-"""Wire rule prepare_external to dermflow.external."""
+"""Wire rule prepare_external to dermflow.data.external."""
 
 from pathlib import Path
 
-from dermflow.external import prepare_external
-from dermflow.hair import hair_params
+from dermflow.data.external import prepare_external
+from dermflow.data.hair import hair_params
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

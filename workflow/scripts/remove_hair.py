@@ -1,11 +1,11 @@
-"""Wire rule remove_hair to dermflow.hair."""
+"""Wire rule remove_hair to dermflow.data.hair."""
 
 from pathlib import Path
 
 import pandas as pd
 
 from dermflow.atomic import write_csv, write_json
-from dermflow.hair import hair_params, remove_hair_all, summarize
+from dermflow.data.hair import hair_params, remove_hair_all, summarize
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

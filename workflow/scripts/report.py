@@ -1,6 +1,6 @@
-"""Wire rule report to dermflow.report."""
+"""Wire rule report to dermflow.evaluation.report."""
 
-from dermflow.report import write_report
+from dermflow.evaluation.report import write_report
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

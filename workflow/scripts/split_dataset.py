@@ -1,9 +1,9 @@
-"""Wire rule split_dataset to dermflow.split."""
+"""Wire rule split_dataset to dermflow.data.split."""
 
 import pandas as pd
 
 from dermflow.atomic import write_csv, write_json
-from dermflow.split import make_split, split_summary
+from dermflow.data.split import make_split, split_summary
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

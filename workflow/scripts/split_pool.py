@@ -1,9 +1,9 @@
-"""Wire rule split_pool to dermflow.split."""
+"""Wire rule split_pool to dermflow.data.split."""
 
 import pandas as pd
 
 from dermflow.atomic import write_csv
-from dermflow.split import pool_split
+from dermflow.data.split import pool_split
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):

@@ -1,7 +1,7 @@
-"""Wire rule train_baseline to dermflow.baseline."""
+"""Wire rule train_baseline to dermflow.training.baseline."""
 
-from dermflow.baseline import train_baseline
 from dermflow.stage import gpu_stage
+from dermflow.training.baseline import train_baseline
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

@@ -1,6 +1,6 @@
-"""Wire rule train_classifier to dermflow.classifier."""
+"""Wire rule train_classifier to dermflow.experiments.classifier."""
 
-from dermflow.classifier import train_classifier
+from dermflow.experiments.classifier import train_classifier
 from dermflow.stage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):

@@ -1,6 +1,6 @@
-"""Wire rule train_gan to dermflow.gan_training."""
+"""Wire rule train_gan to dermflow.gan.training."""
 
-from dermflow.gan_training import train_gan
+from dermflow.gan.training import train_gan
 from dermflow.stage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):

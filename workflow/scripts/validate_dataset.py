@@ -1,10 +1,10 @@
-"""Wire rule validate_dataset to dermflow.validate."""
+"""Wire rule validate_dataset to dermflow.data.validate."""
 
 from pathlib import Path
 
 from dermflow.atomic import write_csv
+from dermflow.data.validate import validate_dataset
 from dermflow.stage import run_stage
-from dermflow.validate import validate_dataset
 
 with run_stage(snakemake):
     manifest, quarantine = validate_dataset(

@@ -1,0 +1,112 @@
+"""cache_images: every image resized once into one memory-mappable uint8 array, and reading
+it back (with each image's split, or as a dataset table's images).
+
+Training reads this N x S x S x 3 array instead of decoding JPEGs every epoch;
+row i of the array is row i of the index CSV. A dataset table (build_dataset's
+``dataset.csv``) points into it and into the synthetic or augmented arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from dermflow.atomic import atomic_path, write_csv
+from dermflow.data.images import read_rgb
+from dermflow.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("row", "image_id", "lesion_id", "dx", "label")
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """size x size x 3 uint8 (area interpolation: no aliasing when shrinking)."""
+    interp = cv2.INTER_AREA if max(image.shape[:2]) >= size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def load_resized(ref: str, size: int) -> np.ndarray:
+    """One image file as the cache holds it."""
+    return resize_square(read_rgb(ref), size)
+
+
+def build_cache(images: pd.DataFrame, size: int, out_npy: str | os.PathLike[str],
+                out_index: str | os.PathLike[str], threads: int = 1) -> pd.DataFrame:
+    """Write the image cache and its index; ``images`` has image_id, lesion_id, dx, label, path.
+
+    The array is filled in place through a memmap, so memory stays flat whatever N is.
+    """
+    table = images.sort_values("image_id", kind="stable").reset_index(drop=True)
+    cv2.setNumThreads(1)
+    with atomic_path(out_npy) as tmp:
+        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(len(table), size, size, 3))
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            resized = pool.map(load_resized, table["path"], [size] * len(table))
+            for row, image in enumerate(tqdm(resized, total=len(table), desc="cache",
+                                             unit="img", mininterval=2)):
+                cache[row] = image
+        cache.flush()
+        del cache
+    index = table.assign(row=np.arange(len(table)))[list(INDEX_COLUMNS)]
+    write_csv(index, out_index)
+    log.info("cached %d images at %dx%d into %s", len(table), size, size, Path(out_npy))
+    return index
+
+
+def load_cache(npy: str | os.PathLike[str], index: str | os.PathLike[str],
+               ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The cache (memory-mapped, read-only) and its index."""
+    return np.load(npy, mmap_mode="r"), pd.read_csv(index)
+
+
+def cache_source(manifest: pd.DataFrame, hair: pd.DataFrame | None) -> pd.DataFrame:
+    """The manifest with ``path`` pointing at the hair-free images when there are some."""
+    if hair is None:
+        return manifest
+    merged = manifest.drop(columns="path").merge(
+        hair[["image_id", "clean_path"]], on="image_id", how="left", validate="one_to_one")
+    missing = merged.loc[merged["clean_path"].isna(), "image_id"]
+    if len(missing):
+        raise DatasetError(f"no hair-free image for {', '.join(missing[:10])}")
+    return merged.rename(columns={"clean_path": "path"})
+
+
+def load_split_cache(cache_npy: str | os.PathLike[str], index_csv: str | os.PathLike[str],
+                     split_csv: str | os.PathLike[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The image cache and its index with each row's split."""
+    images, index = load_cache(cache_npy, index_csv)
+    split = pd.read_csv(split_csv)[["image_id", "split"]]
+    index = index.merge(split, on="image_id", how="left", validate="one_to_one")
+    if index["split"].isna().any():
+        missing = index.loc[index["split"].isna(), "image_id"].head(5).tolist()
+        raise DatasetError(f"{split_csv} has no split for cached images {missing}")
+    return images, index
+
+
+def load_dataset(dataset_csv: str | os.PathLike[str], cache_npy: str | os.PathLike[str],
+                 extra_npy: str | os.PathLike[str] | None = None,
+                 ) -> tuple[np.ndarray, pd.DataFrame]:
+    """All images of a dataset in one array (cache rows first) and its table with ``pos``."""
+    table = pd.read_csv(dataset_csv)
+    cache = np.load(cache_npy, mmap_mode="r")
+    arrays = [np.asarray(cache)]
+    offset = {"cache": 0}
+    if extra_npy is not None:
+        extra = np.load(extra_npy, mmap_mode="r")
+        arrays.append(np.asarray(extra))
+        offset.update({name: len(cache) for name in ("synthetic", "augmented")})
+    unknown = set(table["array"]) - set(offset)
+    if unknown:
+        raise DatasetError(f"{dataset_csv} points into {sorted(unknown)}, which were not given")
+    table["pos"] = table["array"].map(offset) + table["row"]
+    images = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return images, table

@@ -1,0 +1,136 @@
+"""report: the ablation table in the paper's Table 5 layout, the comparisons, the external test
+set and the leakage audit (dermflow.evaluation.leakage) in one Markdown page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dermflow.atomic import atomic_path, write_csv, write_json
+from dermflow.evaluation.leakage import leakage_audit
+
+log = logging.getLogger(__name__)
+
+# The source paper's Table 5: (balance, model) → accuracy, SE, macro and weighted P/R/F1.
+PAPER_TABLE5 = {
+    ("cgan", "resnet50v2_mobilenetv2"): ("(i)", 0.59, 0.0010, (0.60, 0.53, 0.50),
+                                         (0.66, 0.59, 0.57)),
+    ("cgan", "resnet50v2_efficientnetv2"): ("(ii)", 0.88, 0.0008, (0.89, 0.86, 0.87),
+                                            (0.89, 0.88, 0.88)),
+    ("cgan", "resnet50v2_mobilenetv2_efficientnetv2"): ("(iii)", 0.89, 0.0008,
+                                                        (0.90, 0.89, 0.89), (0.90, 0.89, 0.89)),
+    ("augment", "resnet50v2_deit"): ("(iv)", 0.85, 0.0009, (0.86, 0.83, 0.85),
+                                     (0.85, 0.85, 0.85)),
+    ("cgan", "resnet50v2_deit"): ("(v)", 0.92, 0.0003, (0.93, 0.93, 0.93), (0.92, 0.92, 0.92)),
+}
+
+
+def ablation_table(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
+                   metrics: dict[str, dict]) -> pd.DataFrame:
+    """One block per experiment: per-class P/R/F1, macro and weighted averages, accuracy, SE,
+    training time; the paper's figures beside where it reported the same configuration."""
+    rows = []
+    for exp in experiments:
+        name = exp["name"]
+        ev, trained = evaluations[name], metrics[name]
+        task = exp.get("task", "multiclass")
+        paper = PAPER_TABLE5.get((exp["balance"], exp["model"])) if task == "multiclass" \
+            else None
+        common = {"experiment": name, "balance": exp["balance"], "model": exp["model"],
+                  "task": task,
+                  "accuracy": ev["overall"]["accuracy"],
+                  "se": ev["bootstrap"]["overall"]["accuracy"]["se"],
+                  "training_minutes": trained["training_seconds"] / 60,
+                  "paper_row": paper[0] if paper else ""}
+        for dx, c in ev["per_class"].items():
+            rows.append({**common, "class": dx, "precision": c["precision"],
+                         "recall": c["recall"], "f1": c["f1"]})
+        o = ev["overall"]
+        for kind, idx in (("macro", 3), ("weighted", 4)):
+            ref = paper[idx] if paper else (None, None, None)
+            rows.append({**common, "class": f"{kind} average",
+                         "precision": o[f"{kind}_precision"], "recall": o[f"{kind}_recall"],
+                         "f1": o[f"{kind}_f1"], "paper_precision": ref[0],
+                         "paper_recall": ref[1], "paper_f1": ref[2],
+                         "paper_accuracy": paper[1] if paper else None,
+                         "paper_se": paper[2] if paper else None})
+    return pd.DataFrame(rows)
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    """Table 5's layout: metrics per class, averages, then accuracy/SE/time per experiment."""
+    def f(v: Any) -> str:
+        return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
+
+    lines = ["| experiment | class | precision | recall | F1 | accuracy | SE | training "
+             "| paper P / R / F1 | paper accuracy / SE |", "|---" * 10 + "|"]
+    for name, block in table.groupby("experiment", sort=False):
+        first = block.iloc[0]
+        for i, (_, r) in enumerate(block.iterrows()):
+            task = "" if first["task"] == "multiclass" else f"({first['task']})"
+            head = " ".join(p for p in (name, first["paper_row"], task) if p) if i == 0 else ""
+            acc = (f"{r['accuracy']:.4f} | {r['se']:.4f} | {r['training_minutes']:.1f} min"
+                   if i == 0 else " | | ")
+            paper = (f"{f(r.get('paper_precision'))} / {f(r.get('paper_recall'))} / "
+                     f"{f(r.get('paper_f1'))}" if "average" in r["class"] else "")
+            paper_acc = (f"{f(r.get('paper_accuracy'))} / {r.get('paper_se')}"
+                         if r["class"] == "macro average" and pd.notna(r.get("paper_se"))
+                         else "")
+            lines.append(f"| {head} | {r['class']} | {r['precision']:.2f} | {r['recall']:.2f} "
+                         f"| {r['f1']:.2f} | {acc} | {paper} | {paper_acc} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
+                 metrics: dict[str, str], datasets: dict[str, tuple[str, str | None]],
+                 cache_npy: str, comparisons_csv: str, *, protocol: str, max_bits: int,
+                 max_mae: float, out_csv: str, out_markdown: str, out_leakage: str) -> None:
+    """The ablation table (CSV and Markdown, with comparisons and audit) and leakage.json."""
+    ev = {k: json.loads(Path(v).read_text()) for k, v in evaluations.items()}
+    tr = {k: json.loads(Path(v).read_text()) for k, v in metrics.items()}
+    table = ablation_table(experiments, ev, tr)
+    write_csv(table, out_csv)
+    audit = {balance: leakage_audit(csv, cache_npy, extra, max_bits, max_mae)
+             for balance, (csv, extra) in datasets.items()}
+    write_json({"protocol": protocol, "datasets": audit}, out_leakage)
+    comparisons = pd.read_csv(comparisons_csv)
+    lines = [f"# Ablation (protocol: {protocol})", "",
+             "Test-split metrics; SE is the bootstrap standard error of accuracy. Paper "
+             "figures are the source paper's Table 5 for the same configuration, measured "
+             "with its own (image-level) split.", "", ablation_markdown(table),
+             "## Paired comparisons (bootstrap, same test images)", "",
+             "| a | b | metric | a - b | 95% CI | p |", "|---|---|---|---|---|---|"]
+    for _, r in comparisons.iterrows():
+        if isinstance(r["note"], str) and r["note"]:
+            lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['note']} | | |")
+        else:
+            lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['difference']:+.4f} | "
+                         f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3f} |")
+    external = {name: e["external"] for name, e in ev.items() if "external" in e}
+    if external:
+        lines += ["", "## External test set (ISIC 2018 Task 3)", "",
+                  "| experiment | images | accuracy | balanced accuracy (95% CI) | macro F1 |",
+                  "|---|---|---|---|---|"]
+        for name, x in external.items():
+            ci = x["bootstrap"]["overall"]["balanced_accuracy"]
+            lines.append(f"| {name} | {x['n']} | {x['overall']['accuracy']:.4f} | "
+                         f"{x['overall']['balanced_accuracy']:.4f} ({ci['ci_low']:.4f}-"
+                         f"{ci['ci_high']:.4f}) | {x['overall']['macro_f1']:.4f} |")
+    lines += ["", "## Leakage audit", "",
+              "| dataset | images | lesions in several splits | synthetic/augmented in val+test "
+              f"| near-duplicate pairs train vs val+test (dHash <= {max_bits} bits, pixel MAE "
+              f"<= {max_mae}) |",
+              "|---|---|---|---|---|"]
+    for balance, a in audit.items():
+        lines.append(f"| {balance} | {a['images']} | {a['lesions_in_several_splits']} | "
+                     f"{a['non_real_in_val_test']} | "
+                     f"{a['near_duplicate_pairs_train_vs_val_test']} |")
+    with atomic_path(out_markdown) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    log.info("report: %d experiments, leakage %s", len(experiments),
+             {k: v["lesions_in_several_splits"] for k, v in audit.items()})

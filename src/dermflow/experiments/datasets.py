@@ -1,0 +1,120 @@
+"""build_dataset: the training data of each balance mode, and its labels.
+
+``none``: the real images and their split. A generator kind (``cgan``, ``dcgan``; see
+dermflow.gan.registry): real + the generator's synthetic images, split as split_pool
+decided (per protocol). ``augment``: the paper's
+ablation (iv): the same per-class numbers as synthesis, made by classical
+augmentation (flips, rotation, shift/scale, colour jitter) of training-pool
+images, split the same way as synthetic images would be.
+
+A dataset is a table (``dataset.csv``) whose rows point into arrays: ``cache``
+(the real image cache), ``synthetic`` or ``augmented``; no real image is copied.
+dermflow.data.cache.load_dataset reads it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from dermflow.atomic import atomic_path, write_csv
+from dermflow.data.cache import load_split_cache
+from dermflow.data.split import pool_split, training_pool
+from dermflow.errors import DatasetError
+from dermflow.gan.plan import plan, synthetic_counts
+from dermflow.gan.registry import BALANCES, GENERATORS
+from dermflow.labels import CLASSES, task_labels
+from dermflow.training.augmentation import augment
+from dermflow.training.batches import batches
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("image_id", "source", "array", "row", "lesion_id", "dx", "label", "split")
+
+
+def _with_rows(pooled: pd.DataFrame, index: pd.DataFrame, extra: pd.DataFrame | None,
+               array: str) -> pd.DataFrame:
+    """Pool-split rows joined to where each image lives (cache row or extra-array row)."""
+    real_rows = index.set_index("image_id")["row"]
+    table = pooled.copy()
+    is_real = table["source"] == "real"
+    table["array"] = np.where(is_real, "cache", array)
+    table["row"] = -1
+    table.loc[is_real, "row"] = real_rows.loc[table.loc[is_real, "image_id"]].to_numpy()
+    if extra is not None and (~is_real).any():
+        extra_rows = extra.set_index("synthetic_id")["row"]
+        table.loc[~is_real, "row"] = extra_rows.loc[table.loc[~is_real, "image_id"]].to_numpy()
+    table["label"] = table["dx"].map(CLASSES.index)
+    return table[list(COLUMNS)]
+
+
+def augmented_images(images: np.ndarray, manifest: pd.DataFrame, seed: int,
+                     batch_size: int = 64) -> np.ndarray:
+    """uint8 augmented copies of the manifest's source rows; batch k seeded by (seed, k)."""
+    out = np.zeros((len(manifest), *images.shape[1:]), np.uint8)
+    for k, chunk in enumerate(tqdm(batches(torch.arange(len(manifest)), batch_size),
+                                   desc="augment", unit="batch", mininterval=5)):
+        rows = manifest["source_row"].to_numpy()[chunk.numpy()]
+        x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(
+            1)[0]))
+        y = augment(x, gen)
+        out[chunk.numpy()] = (y * 255).round().clamp(0, 255).to(torch.uint8).permute(
+            0, 2, 3, 1).numpy()
+    return out
+
+
+def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, *,
+                  protocol: str, split_settings: dict[str, Any], seed: int,
+                  out_csv: str | os.PathLike[str], synthetic_manifest: str | None = None,
+                  synthetic_split: str | None = None, synthesis: dict[str, Any] | None = None,
+                  out_npy: str | None = None) -> pd.DataFrame:
+    """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode."""
+    images, index = load_split_cache(cache_npy, index_csv, split_csv)
+    fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
+    split = index[["image_id", "lesion_id", "dx", "split"]]
+    if balance == "none":
+        table = _with_rows(split.assign(source="real"), index, None, "cache")
+    elif balance in GENERATORS:
+        if synthetic_manifest is None or synthetic_split is None:
+            raise ValueError(f"balance {balance} needs the synthetic manifest and split_pool's "
+                             "split")
+        table = _with_rows(pd.read_csv(synthetic_split), index, pd.read_csv(synthetic_manifest),
+                           "synthetic")
+    elif balance == "augment":
+        if synthesis is None or out_npy is None:
+            raise ValueError("balance augment needs the synthesis settings and an output array")
+        pool = index[training_pool(index, protocol).to_numpy()]
+        counts = synthetic_counts(pool["dx"].value_counts().to_dict(), synthesis)
+        manifest = plan(pool, counts, seed)
+        with atomic_path(out_npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, augmented_images(images, manifest, seed))
+        manifest["synthetic_id"] = manifest["synthetic_id"].str.replace("SYN_", "AUG_")
+        pooled = pool_split(split, manifest, protocol, fractions, split_settings["seed"])
+        pooled["source"] = pooled["source"].replace("synthetic", "augmented")
+        table = _with_rows(pooled, index, manifest, "augmented")
+    else:
+        raise ValueError(f"balance: unknown mode {balance!r}; one of {', '.join(BALANCES)}")
+    if protocol == "grouped" and (table.loc[table["split"] != "train", "source"] != "real").any():
+        raise DatasetError("grouped protocol: a non-real image reached val or test")
+    write_csv(table, out_csv)
+    log.info("%s dataset (%s): %s", balance, protocol,
+             table.groupby(["split", "source"]).size().to_dict())
+    return table
+
+
+def labels_by_position(table: pd.DataFrame, n: int, task: str) -> np.ndarray:
+    """The task's labels aligned with the combined image array (unused positions get 0)."""
+    labels = np.zeros(n, np.int64)
+    labels[table["pos"].to_numpy()] = task_labels(table["dx"].to_numpy(), task)
+    return labels
+
+
+def positions(table: pd.DataFrame, split: str) -> np.ndarray:
+    return table.loc[table["split"] == split, "pos"].to_numpy()

@@ -1,0 +1,105 @@
+"""predict: an experiment's class probabilities on val, test and the external test set, with
+saliency maps for a few test images; and ``dermflow predict`` on new image files, prepared as
+the pipeline prepared its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermflow.atomic import write_csv
+from dermflow.data.cache import load_dataset, resize_square
+from dermflow.data.hair import HairParams, remove_hair
+from dermflow.data.images import read_rgb
+from dermflow.experiments.datasets import labels_by_position
+from dermflow.experiments.saliency import attention_maps, grad_cam, plot_saliency
+from dermflow.labels import task_labels
+from dermflow.models.freezing import FreezableClassifier
+from dermflow.models.io import load_model
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import predict
+
+log = logging.getLogger(__name__)
+
+
+def with_probabilities(rows: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``rows`` plus a ``prob_<class>`` column per class and the arg-max ``pred``."""
+    out = rows.assign(**{f"prob_{dx}": probs[:, k] for k, dx in enumerate(classes)})
+    out["pred"] = probs.argmax(1)
+    return out
+
+
+def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy: str,
+                     index_csv: str, *, device: torch.device, precision: str,
+                     batch_size: int) -> pd.DataFrame:
+    """Prediction rows (split ``external``) for the external test set's image cache."""
+    images = np.load(cache_npy, mmap_mode="r")
+    index = pd.read_csv(index_csv)
+    labels = task_labels(index["dx"].to_numpy(), meta["task"])
+    data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
+    probs = predict(model, data, np.arange(len(index)), batch_size, precision)
+    return with_probabilities(
+        index[["image_id", "dx"]].assign(label=labels, split="external", source="real", pos=-1),
+        probs, meta["classes"])
+
+
+def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
+                  device: torch.device, hair: HairParams | None = None,
+                  precision: str = "bf16", batch_size: int = 32) -> pd.DataFrame:
+    """Class probabilities for image files, prepared as the pipeline prepared its images
+    (hair removal with ``hair`` when given, then the cache's square resize)."""
+    model, meta = load_model(model_path, device)
+    prepared = []
+    for path in paths:
+        image = read_rgb(str(path))
+        if hair is not None:
+            image = remove_hair(image, hair)[0]
+        prepared.append(resize_square(image, meta["image_size"]))
+    data = ImageTensor(np.stack(prepared), np.zeros(len(prepared), np.int64), device,
+                       meta["mean"], meta["std"])
+    probs = predict(model, data, np.arange(len(prepared)), batch_size, precision)
+    out = with_probabilities(pd.DataFrame({"path": [str(p) for p in paths]}), probs,
+                             meta["classes"])
+    out["pred"] = [meta["classes"][k] for k in out["pred"]]
+    return out
+
+
+def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_npy: str | None,
+                       *, device: torch.device, precision: str, per_class: int, batch_size: int,
+                       out_predictions: str, out_saliency: str,
+                       external: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Val and test predictions (a probability per class of the experiment's task), the
+    external test set's too when given (its cache and index), and saliency maps for a few
+    test images."""
+    images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
+    model, meta = load_model(model_path, device)
+    labels = labels_by_position(table, len(images), meta["task"])
+    data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
+    rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
+    rows["label"] = labels[rows["pos"].to_numpy()]
+    probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
+    out = with_probabilities(rows[["image_id", "split", "source", "dx", "label", "pos"]], probs,
+                             meta["classes"])
+    if external is not None:
+        out = pd.concat([out, predict_external(model, meta, *external, device=device,
+                                               precision=precision, batch_size=batch_size)],
+                        ignore_index=True)
+    write_csv(out.drop(columns="pos"), out_predictions)
+    test = out[out["split"] == "test"]
+    chosen = test.groupby("dx", sort=False).head(per_class).sort_values(
+        ["label", "dx"], kind="stable")
+    x, _ = data.batch(torch.tensor(chosen["pos"].to_numpy()))
+    maps = {"Grad-CAM": grad_cam(model, x, torch.tensor(chosen["pred"].to_numpy(),
+                                                        device=device))}
+    attention = attention_maps(model, x)
+    if attention is not None:
+        maps["attention"] = attention
+    plot_saliency(images, maps, chosen, meta["classes"], out_saliency)
+    log.info("predicted %d val/test images; test accuracy %.3f", len(out),
+             float((test["pred"] == test["label"]).mean()) if len(test) else float("nan"))
+    return out

@@ -1,0 +1,185 @@
+"""train_gan: the generator (``gan.kind``, dermflow.gan.registry) trained on the protocol's
+training pool.
+
+The loop is the same for every kind; the kind's step class does one critic (or
+discriminator) update and one generator update. Minority classes are oversampled
+(each epoch draws its length from the pool with class-balanced probabilities). Like
+the classifier loop, the data stay on the device, every epoch is seeded from (seed,
+epoch) and checkpointed, so a killed job resumes and reaches the same generator. The
+last epoch's generator is kept: the paper names no selection criterion and a WGAN's
+losses do not supply one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermflow.atomic import atomic_path, write_csv
+from dermflow.data.cache import load_split_cache
+from dermflow.data.split import training_pool
+from dermflow.errors import DatasetError
+from dermflow.figures import plt, save
+from dermflow.gan.registry import family, generator_kind
+from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
+from dermflow.labels import CLASSES
+from dermflow.training.batches import ImageTensor, batches
+from dermflow.training.loop import fingerprint, save_checkpoint, seed_epoch
+
+log = logging.getLogger(__name__)
+
+def build_networks(settings: dict[str, Any], image_size: int,
+                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Generator and critic (discriminator) of ``gan.kind`` as the ``gan`` section describes."""
+    return family(settings["kind"]).networks(settings, image_size)
+
+
+def epoch_order(labels: np.ndarray, oversample: bool, generator: torch.Generator) -> torch.Tensor:
+    """Positions into the pool for one epoch: class-balanced draws, or a permutation."""
+    if not oversample:
+        return torch.randperm(len(labels), generator=generator)
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+def make_step(settings: dict[str, Any], generator: torch.nn.Module, critic: torch.nn.Module,
+              cfg: GanConfig) -> AdversarialStep:
+    return family(settings["kind"]).Step(generator, critic, cfg)
+
+
+def attention_tensor(maps: np.ndarray, device: torch.device, resident: bool) -> torch.Tensor:
+    """The float16 attention maps, on the device when the images are."""
+    tensor = torch.from_numpy(np.array(maps, dtype=np.float16))
+    return tensor.to(device) if resident and device.type == "cuda" else tensor
+
+
+def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torch.device,
+                     ) -> torch.Tensor | None:
+    """N x 1 x S x S float attention for cache rows (None for generators without it)."""
+    if maps is None:
+        return None
+    return maps[rows.to(maps.device)].to(device, non_blocking=True).float().unsqueeze(1)
+
+
+def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
+            pool: np.ndarray,
+            cfg: GanConfig, checkpoint: Path | None = None) -> pd.DataFrame:
+    """Train for cfg.epochs (resuming from ``checkpoint``); the per-epoch loss history."""
+    device = data.device
+    step.g.to(device)
+    step.d.to(device)
+    history: list[dict[str, float]] = []
+    start, run_id = 0, fingerprint(cfg)
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved["fingerprint"] == run_id:
+            step.load(saved["state"])
+            history, start = saved["history"], saved["epoch"]
+            log.info("resuming from %s after epoch %d", checkpoint, start)
+        else:
+            log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
+    labels = data.labels.cpu().numpy()[pool]
+    pool_tensor = torch.as_tensor(pool)
+    for epoch in range(start, cfg.epochs):
+        host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
+        order = pool_tensor[epoch_order(labels, cfg.oversample, host_gen)]
+        step.g.train()
+        step.d.train()
+        sums = {k: torch.zeros((), device=device) for k in step.losses}
+        seen, started = 0, time.perf_counter()
+        for rows in batches(order, cfg.batch_size, drop_last=True):
+            x, y = data.batch(rows)
+            losses = step(x, gather_attention(attention, rows, device), y, device_gen)
+            for k, v in losses.items():
+                sums[k] += v * len(rows)
+            seen += len(rows)
+        elapsed = time.perf_counter() - started
+        row = {"epoch": epoch + 1, **{k: float(v) / max(seen, 1) for k, v in sums.items()},
+               "images_per_s": seen / elapsed, "seconds": elapsed}
+        history.append(row)
+        log.info("epoch %d/%d %s | %.0f img/s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k} {row[k]:.4f}" for k in step.losses), row["images_per_s"])
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"fingerprint": run_id, "epoch": epoch + 1,
+                                         "state": step.state(), "history": history})
+    if not history:
+        raise RuntimeError("GAN training ran no epoch: check gan.epochs and the training pool")
+    return pd.DataFrame(history)
+
+
+def load_networks(path: str | Path, device: torch.device,
+                  ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
+    """The generator and critic written by train_gan, on ``device``, in eval mode."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    generator, critic = build_networks(saved["settings"], saved["image_size"])
+    generator.load_state_dict(saved.pop("state_dict"))
+    critic.load_state_dict(saved.pop("critic"))
+    return generator.to(device).eval(), critic.to(device).eval(), saved
+
+
+def plot_losses(history: pd.DataFrame, kind: str, out_png: str | Path) -> None:
+    """The loss curves of the generator kind, one panel per group."""
+    panels = family(kind).PANELS
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (title, columns) in zip(axes[0], panels.items(), strict=True):
+        for column in columns:
+            ax.plot(history["epoch"], history[column], label=column.replace("_", " "))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    save(fig, out_png)
+
+
+def gan_config(settings: dict[str, Any], *, precision: str, seed: int,
+               extra: dict[str, Any]) -> GanConfig:
+    """The run's GanConfig: what every kind shares, then the kind's own keys."""
+    common = {"epochs": settings["epochs"], "oversample": settings["oversample"],
+              "precision": precision, "seed": seed, "extra": {**settings, **extra}}
+    return family(settings["kind"]).train_config(settings, common)
+
+
+def train_gan(cache_npy: str, index_csv: str, split_csv: str, attention_npy: str | None, *,
+              protocol: str, settings: dict[str, Any], device: torch.device, seed: int,
+              precision: str, checkpoint_dir: str | Path, out_generator: str, out_history: str,
+              out_curve: str) -> None:
+    """Train the generator on the training pool's images and classes (and, for the C'GAN,
+    their attention maps); write generator and critic together."""
+    images, index = load_split_cache(cache_npy, index_csv, split_csv)
+    maps = None
+    if generator_kind(settings["kind"]).needs_attention:
+        if attention_npy is None:
+            raise ValueError(f"gan.kind {settings['kind']} needs the attention maps")
+        maps = np.load(attention_npy, mmap_mode="r")
+        if maps.shape != images.shape[:3]:
+            raise DatasetError(f"{attention_npy}: attention maps {maps.shape} do not match the "
+                               f"image cache {images.shape[:3]}; re-run extract_attention")
+    pool = np.flatnonzero(training_pool(index, protocol).to_numpy())
+    size = int(images.shape[1])
+    torch.manual_seed(seed)
+    generator, critic = build_networks(settings, size)
+    cfg = gan_config(settings, precision=precision, seed=seed,
+                     extra={"protocol": protocol, "images": int(images.shape[0]), "size": size})
+    data = ImageTensor(images, index["label"].to_numpy(), device, *TO_UNIT)
+    attention = attention_tensor(maps, device, data.resident) if maps is not None else None
+    log.info("%s (G %.1fM, D %.1fM parameters) on %d training-pool images (%s), device %s",
+             settings["kind"], sum(p.numel() for p in generator.parameters()) / 1e6,
+             sum(p.numel() for p in critic.parameters()) / 1e6, len(pool), protocol, device)
+    checkpoint = Path(checkpoint_dir) / "last.pt"
+    step = make_step(settings, generator, critic, cfg)
+    history = fit_gan(step, data, attention, pool, cfg, checkpoint)
+    with atomic_path(out_generator) as tmp:
+        torch.save({"kind": settings["kind"], "state_dict": generator.state_dict(),
+                    "critic": critic.state_dict(), "settings": settings, "image_size": size,
+                    "classes": list(CLASSES), "protocol": protocol, "train_config": asdict(cfg)},
+                   tmp)
+    write_csv(history, out_history)
+    plot_losses(history, settings["kind"], out_curve)
+    checkpoint.unlink(missing_ok=True)

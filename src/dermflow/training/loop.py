@@ -1,0 +1,240 @@
+"""The supervised training loop every classifier stage shares.
+
+Fast on a GPU (data resident on the device, GPU-side augmentation, bf16
+autocast, channels_last, optional torch.compile, no per-step host syncs), on
+several GPUs with DDP inside a process group (dermflow.training.distributed), and
+resumable: each epoch ends with an atomic checkpoint, and all randomness of an
+epoch is seeded from (seed, epoch), so a killed run that resumes reaches the
+same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from torch.nn.parallel import DistributedDataParallel
+
+from dermflow.atomic import atomic_path
+from dermflow.training.batches import ImageTensor, batches
+from dermflow.training.distributed import rank_world
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What defines a training run (its hash names the checkpoint it may resume)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    patience: int = 0  # epochs without gain in ``monitor`` before stopping; 0: never stop early
+    augment: bool = True
+    augmentation: str = "dermoscopy"  # a key of batches.AUGMENTATIONS
+    class_weights: bool = False
+    monitor: str = "val_macro_f1"  # what early stopping and LR-on-plateau watch (or val_loss)
+    plateau_factor: float = 0.2  # LR x this after plateau_patience epochs without gain
+    plateau_patience: int = 0  # 0: constant LR
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam
+    compile: bool = False
+    precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # model/data identity, for the hash
+
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
+
+def fingerprint(settings: Any) -> str:
+    """A short hash of a dataclass of settings: a checkpoint resumes only the run it belongs to."""
+    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+@dataclass
+class FitResult:
+    """The selected weights and the per-epoch record."""
+
+    state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: pd.DataFrame
+
+
+def resolve_compile(setting: bool | str, device: torch.device) -> bool:
+    """``auto`` compiles on CUDA only, where long runs repay the compile time."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on CUDA when asked for; a no-op context otherwise."""
+    enabled = device.type == "cuda" and precision == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def seed_epoch(seed: int, epoch: int,
+               device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """Generators (host, device) and global RNGs for one epoch, from (seed, epoch) alone."""
+    value = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    torch.manual_seed(value)
+    host = torch.Generator().manual_seed(value)
+    on_device = torch.Generator(device=device).manual_seed(value)
+    return host, on_device
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_size: int,
+            precision: str = "bf16") -> np.ndarray:
+    """Softmax probabilities (len(index) x classes) in eval mode, without augmentation."""
+    model.eval()
+    out = []
+    for chunk in batches(torch.as_tensor(index), batch_size):
+        x, _ = data.batch(chunk)
+        with autocast(data.device, precision):
+            out.append(torch.softmax(model(x).float(), dim=1))
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The metrics model selection and progress lines use."""
+    pred = probs.argmax(1)
+    with warnings.catch_warnings():  # early epochs predict classes absent from a small split
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(labels, pred)
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+    }
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy of predicted probabilities (what Keras reports as val_loss)."""
+    if not len(labels):
+        return float("nan")
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically, so a job killed while writing leaves the previous epoch's checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_idx: np.ndarray,
+        cfg: TrainConfig, checkpoint: Path | None = None,
+        optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
+        ) -> FitResult:
+    """Train, select the epoch with the best validation macro-F1, checkpoint every epoch."""
+    device = data.device
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = (optimizer_factory(model) if optimizer_factory else torch.optim.Adam(
+        (p for p in model.parameters() if p.requires_grad), lr=cfg.lr, betas=cfg.betas,
+        weight_decay=cfg.weight_decay))
+    lower = cfg.monitor == "val_loss"
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if lower else "max", factor=cfg.plateau_factor,
+        patience=max(cfg.plateau_patience - 1, 0))
+    labels = data.labels.cpu().numpy()
+    n_classes = int(getattr(model, "num_classes", labels.max() + 1))
+    weight = None
+    if cfg.class_weights:
+        counts = np.bincount(labels[train_idx], minlength=n_classes).astype(np.float64)
+        weight = torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)),
+                              dtype=torch.float32, device=device)
+    history: list[dict[str, float]] = []
+    best_state, best_metric, best_epoch, start = None, -1.0, -1, 0
+    watched, watched_epoch = float("inf") if lower else -float("inf"), -1
+    run_id = cfg.fingerprint()
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved["fingerprint"] == run_id:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            history, best_metric, best_epoch = saved["history"], saved["best_metric"], saved[
+                "best_epoch"]
+            best_state, start = saved["best_state"], saved["epoch"]
+            watched, watched_epoch = saved["watched"], saved["watched_epoch"]
+            plateau.load_state_dict(saved["plateau"])
+            log.info("resuming from %s after epoch %d", checkpoint, start)
+        else:
+            log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
+    rank, world = rank_world()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} GPUs")
+    step_model: torch.nn.Module = model
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, as on one GPU
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(step_model) if cfg.compile else step_model
+    train_tensor = torch.tensor(train_idx)  # a copy: pandas may hand out read-only arrays
+    for epoch in range(start, cfg.epochs):
+        if cfg.patience and watched_epoch >= 0 and epoch - watched_epoch > cfg.patience:
+            log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
+            break
+        host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
+        order = train_tensor[torch.randperm(len(train_tensor), generator=host_gen)]
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for chunk in batches(order, cfg.batch_size, drop_last=True):
+            x, y = data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)
+            if world > 1:  # the same global batch on every rank; each trains on its share
+                x, y = x[rank::world], y[rank::world]
+            with autocast(device, cfg.precision):
+                loss = F.cross_entropy(step_model(x).float(), y, weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(chunk)
+            seen += len(chunk)
+        if world > 1:
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= world
+        train_loss = float(loss_sum) / max(seen, 1)
+        elapsed = time.perf_counter() - started
+        val_probs = predict(model, data, val_idx, cfg.batch_size * 2, cfg.precision)
+        val = scores(labels[val_idx], val_probs)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
+               "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
+               **{f"val_{k}": v for k, v in val.items()},
+               "val_loss": log_loss(labels[val_idx], val_probs)}
+        history.append(row)
+        if val["macro_f1"] > best_metric:
+            best_metric, best_epoch = val["macro_f1"], epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if (row[cfg.monitor] < watched) if lower else (row[cfg.monitor] > watched):
+            watched, watched_epoch = row[cfg.monitor], epoch
+        if cfg.plateau_patience:
+            plateau.step(row[cfg.monitor])
+        log.info("epoch %d/%d loss %.4f val loss %.4f macro-F1 %.4f bal-acc %.4f acc %.4f | "
+                 "lr %.2g | %.0f img/s", epoch + 1, cfg.epochs, train_loss, row["val_loss"],
+                 val["macro_f1"], val["balanced_accuracy"], val["accuracy"], row["lr"],
+                 row["images_per_s"])
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, {
+                "fingerprint": run_id, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "history": history,
+                "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state,
+                "watched": watched, "watched_epoch": watched_epoch,
+                "plateau": plateau.state_dict()})
+    if best_state is None:
+        raise RuntimeError("training ran no epoch: check epochs and the training split")
+    return FitResult(best_state, best_epoch + 1, pd.DataFrame(history))
