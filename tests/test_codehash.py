@@ -34,3 +34,15 @@ def test_editing_a_dependency_changes_the_hash(package_copy):
 def test_unknown_module_is_an_error():
     with pytest.raises(ModuleNotFoundError, match="dermflow.nope"):
         codehash.code_hash("dermflow.nope")
+
+
+def test_modules_a_registry_names_by_path_are_covered(package_copy):
+    """Builders are imported by dotted path at run time; editing one still reruns its stages."""
+    closure = codehash.module_closure("dermflow.experiments.classifier")
+    assert {"dermflow.models.fusion", "dermflow.models.asff"} <= set(closure)
+    assert {"dermflow.gan.cgan", "dermflow.gan.dcgan"} <= set(
+        codehash.module_closure("dermflow.gan.training"))
+    before = codehash.code_hash("dermflow.experiments.classifier")
+    with open(package_copy / "models" / "asff.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert codehash.code_hash("dermflow.experiments.classifier") != before

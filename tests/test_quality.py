@@ -8,8 +8,9 @@ import torch
 from conftest import SHARED_WEIGHTS
 
 from dermflow.gan.fidelity import distribution_metrics, extractor, features
+from dermflow.gan.memorisation import nearest_real
 from dermflow.gan.perceptual import ALEXNET_FILE, load_lpips, lpips_distance
-from dermflow.gan.quality import gate, nearest_real
+from dermflow.gan.quality import gate
 from dermflow.models import backbones
 from dermflow.models.io import save_model
 
