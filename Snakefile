@@ -18,6 +18,10 @@ include: "workflow/rules/classifier.smk"
 include: "workflow/rules/report.smk"
 
 
+# The report opens on the answer: a page the report rule writes from the results.
+report: report_description()
+
+
 rule all:
     input:
         final_targets(),

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
 
+from dermflow.config import validate_config
+from dermflow.errors import ConfigError
 from dermflow.evaluation.compare import compare_experiments
+from dermflow.evaluation.declared import declared_pairs
 from dermflow.evaluation.evaluate import evaluate_experiment
+from dermflow.evaluation.metrics import HEADLINE
 from dermflow.evaluation.predictions import classes_of
 from dermflow.labels import BINARY, CLASSES
 
@@ -48,11 +55,46 @@ def test_experiments_of_different_tasks_are_not_compared(tmp_path):
     for name, classes, seed in (("a", CLASSES, 0), ("b", CLASSES, 1), ("c", BINARY, 0)):
         paths[name] = str(tmp_path / f"{name}.csv")
         predictions(classes, seed=seed).to_csv(paths[name], index=False)
-    table = compare_experiments(paths, resamples=50, seed=0, out_csv=str(tmp_path / "c.csv"))
-    assert list(zip(table["a"], table["b"], strict=True)) == [
-        ("a", "b"), ("a", "b"), ("a", "c"), ("a", "c"), ("b", "c"), ("b", "c")]
-    paired = table[(table["a"] == "a") & (table["b"] == "b")]
-    assert paired["difference"].notna().all() and (paired["note"] == "").all()
-    other = table[table["b"] == "c"]
-    assert len(other) == 4 and (other["note"] == "different tasks: not compared").all()
+    table = compare_experiments(paths, [("a", "b")], resamples=50, seed=0,
+                                out_csv=str(tmp_path / "c.csv"))
+    declared = table[table["scope"] == "declared"]
+    assert list(declared["metric"]) == list(HEADLINE) and (declared["a"] == "a").all()
+    assert declared["p_holm"].notna().all() and (declared["p_holm"] >= declared["p_value"]).all()
+    explored = table[table["scope"] == "exploratory"]
+    assert list(dict.fromkeys(zip(explored["a"], explored["b"], strict=True))) == [
+        ("a", "b"), ("a", "c"), ("b", "c")]
+    assert explored["p_holm"].isna().all()  # exploratory: unadjusted
+    paired = explored[(explored["a"] == "a") & (explored["b"] == "b")]
+    assert paired["difference"].notna().all() and paired["note"].isna().all()
+    other = explored[explored["b"] == "c"]
+    assert len(other) == 2 * len(HEADLINE)
+    assert (other["note"] == "different tasks: not compared").all()
+    assert (table["unit"] == "lesion").all() and (table["resamples"] == 50).all()
     assert classes_of(predictions(BINARY)) == list(BINARY)
+
+
+def experiments(*entries: tuple[str, str, str]) -> list[dict]:
+    return [{"name": n, "balance": b, "model": m} for n, b, m in entries]
+
+
+def test_declared_comparisons_default_to_the_proposed_model_against_existing_baselines():
+    found = experiments(("prop", "cgan", "resnet50v2_deit"), ("aug", "augment", "resnet50v2_deit"),
+                        ("cnn", "none", "resnet50v2_mobilenetv2"))
+    assert declared_pairs(found, None) == [("prop", "aug")]  # no 'none' run of the same model
+    found += experiments(("plain", "none", "resnet50v2_deit"))
+    assert declared_pairs(found, None) == [("prop", "aug"), ("prop", "plain")]
+    assert declared_pairs(experiments(("cnn", "cgan", "resnet50v2_mobilenetv2")), None) == []
+    assert declared_pairs(found, [["cnn", "plain"]]) == [("cnn", "plain")]
+
+
+def test_an_unknown_experiment_in_the_declared_comparisons_is_a_config_error_naming_it():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["report"]["comparisons"] = [["cgan_resnet50v2_deit", "nonexistent"]]
+    with pytest.raises(ConfigError, match=r"report.comparisons\[0\]: unknown experiment "
+                                          r"'nonexistent'"):
+        validate_config(config)
+    config["experiments"].append({"name": "bin", "balance": "none", "model": "asff_resnet50",
+                                  "task": "binary"})
+    config["report"]["comparisons"] = [["cgan_resnet50v2_deit", "bin"]]
+    with pytest.raises(ConfigError, match="different tasks"):
+        validate_config(config)

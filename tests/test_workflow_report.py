@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, snakemake
 
+from dermflow.evaluation.metrics import HEADLINE
 from dermflow.labels import task_classes
 
 pytestmark = pytest.mark.workflow
@@ -37,16 +38,33 @@ def test_every_experiment_is_evaluated_with_bootstrap_intervals(demo_run, experi
 
 def test_experiments_are_compared_pairwise_on_the_same_test_images(demo_run):
     table = pd.read_csv(demo_run / "results/report/comparisons.csv")
+    explored = table[(table["scope"] == "exploratory") & (table["split"] == "test")]
     n = len(NAMES)
-    assert len(table) == n * (n - 1) // 2 * 2  # pairs x (balanced accuracy, macro-F1)
-    same_task = [CLASSES_OF[a] == CLASSES_OF[b] for a, b in zip(table["a"], table["b"],
+    assert len(explored) == n * (n - 1) // 2 * len(HEADLINE)
+    same_task = [CLASSES_OF[a] == CLASSES_OF[b] for a, b in zip(explored["a"], explored["b"],
                                                                    strict=True)]
-    assert table.loc[same_task, "note"].isna().all()  # grouped: one test split for all
-    assert (table.loc[[not s for s in same_task], "note"] ==
+    assert explored.loc[same_task, "note"].isna().all()  # grouped: one test split for all
+    assert (explored.loc[[not s for s in same_task], "note"] ==
             "different tasks: not compared").all()
-    table = table[same_task]
-    assert table["p_value"].between(0, 1).all()
-    assert (table["ci_low"] <= table["difference"]).all()
+    explored = explored[same_task]
+    assert explored["p_value"].between(0, 1).all()
+    assert (explored["ci_low"] <= explored["difference"]).all()
+    assert set(table["split"]) == {"test", "external"}
+
+
+def test_declared_comparisons_are_the_proposed_model_against_its_baselines_holm_adjusted(
+        demo_run):
+    table = pd.read_csv(demo_run / "results/report/comparisons.csv")
+    declared = table[table["scope"] == "declared"]
+    pairs = set(zip(declared["a"], declared["b"], strict=True))
+    assert pairs == {("cgan_resnet50v2_deit", "augment_resnet50v2_deit"),
+                     ("cgan_resnet50v2_deit", "none_resnet50v2_deit")}
+    assert len(declared) == len(pairs) * len(HEADLINE) * 2  # x metrics x (test, external)
+    assert (declared["p_holm"] >= declared["p_value"]).all()
+    assert declared["p_holm"].max() <= 1 and (declared["unit"] == "lesion").all()
+    markdown = (demo_run / "results/report/ablation.md").read_text()
+    assert "0.000" not in markdown.replace("0.0000", "")  # p-values: '< 0.001', never 0.000
+    assert "lesion-cluster bootstrap, B = 1000" in markdown
 
 
 def test_report_has_the_ablation_table_and_a_clean_leakage_audit(demo_run):
@@ -65,13 +83,28 @@ def test_report_has_the_ablation_table_and_a_clean_leakage_audit(demo_run):
         assert counts["non_real_in_val_test"] == 0
 
 
-def test_html_report_holds_every_figure(demo_run):
+def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run):
+    rst = (demo_run / "results/report/workflow.rst").read_text()
+    assert "Best on the test split" in rst and "Leakage: none found" in rst
+    assert all(name in rst for name in NAMES) and "Quarantine:** 0 image(s)" in rst
     snakemake(demo_run, "--profile", "profiles/demo", "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",
-                "quality.md", "ablation.md", "attention_overlays.png"]
+                "quality.md", "ablation.md", "attention_overlays.png", "Best on the test split",
+                "Headline: test and external sets"]
     missing = [name for name in expected if name not in html]
     assert not missing
+
+
+def test_paper_protocol_leaks_and_the_headline_says_so(paper_run):
+    audit = json.loads((paper_run / "results/report/leakage.json").read_text())
+    assert audit["protocol"] == "paper"
+    counts = audit["datasets"]["cgan"]
+    assert counts["lesions_in_several_splits"] > 0 and counts["non_real_in_val_test"] > 0
+    rst = (paper_run / "results/report/workflow.rst").read_text()
+    assert (f"**Leakage: yes** (protocol paper): {counts['lesions_in_several_splits']} lesions "
+            "in several splits") in rst
+    assert "**Declared comparisons:** none could be made" in rst
 
 
 def test_external_test_set_is_predicted_and_reported_but_never_trained_on(demo_run):
@@ -87,5 +120,4 @@ def test_external_test_set_is_predicted_and_reported_but_never_trained_on(demo_r
         evaluation = json.loads((folder / "evaluation.json").read_text())
         assert evaluation["external"]["n"] == len(index)
         assert "balanced_accuracy" in evaluation["external"]["bootstrap"]["overall"]
-    assert "External test set (ISIC 2018 Task 3)" in (
-        demo_run / "results/report/ablation.md").read_text()
+    assert "external macro ROC AUC" in (demo_run / "results/report/ablation.md").read_text()

@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from dermflow.errors import ConfigError
+from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import BALANCES, GENERATORS
 from dermflow.models.registry import MODELS
 
@@ -103,6 +104,12 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
             name, patch = patched[0]
             yield (f"image_size: DeiT cuts {patch}-pixel patches, so experiment {name} needs "
                    f"image_size divisible by {patch} (it is {size})")
+        pairs = config.get("report", {}).get("comparisons")
+        if isinstance(pairs, list) and all(isinstance(e.get("name"), str) for e in experiments):
+            try:
+                declared_pairs(experiments, pairs)
+            except ConfigError as err:
+                yield str(err)
     gan = config.get("gan", {})
     if isinstance(experiments, list):
         for k, e in enumerate(experiments):

@@ -15,6 +15,7 @@ from dermflow.codehash import code_hash
 from dermflow.config import validate_config
 from dermflow.data.validate import image_sources
 from dermflow.errors import ConfigError
+from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import GENERATORS, generator_kind
 from dermflow.models.registry import experiment_settings as merged_settings
 
@@ -93,6 +94,13 @@ def hair_index():
     return ["results/hair/index.csv"] if config["hair_removal"]["enabled"] else []
 
 
+def report_description():
+    """The HTML report's opening page: the one the report rule wrote from the results, or,
+    before a run has got that far, the static page that says so."""
+    written = Path("results/report/workflow.rst")
+    return str(written.resolve()) if written.is_file() else "workflow/report/workflow.rst"
+
+
 def final_targets():
     """Everything `snakemake` builds by default."""
     targets = [
@@ -142,7 +150,11 @@ def experiment_data(wildcards):
 
 def report_inputs(wildcards):
     """Every experiment's evaluation and metrics, each balance mode's dataset, comparisons."""
-    inputs = {"cache": CACHE, "comparisons": "results/report/comparisons.csv"}
+    inputs = {
+        "cache": CACHE,
+        "comparisons": "results/report/comparisons.csv",
+        "quarantine": "results/data/quarantine.csv",
+    }
     for name in EXPERIMENTS:
         inputs[f"evaluation_{name}"] = f"results/experiments/{name}/evaluation.json"
         inputs[f"metrics_{name}"] = f"results/experiments/{name}/metrics.json"

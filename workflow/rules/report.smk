@@ -53,6 +53,7 @@ rule compare:
         table="results/report/comparisons.csv",
     params:
         names=list(EXPERIMENTS),
+        declared=declared_pairs(config["experiments"], config["report"]["comparisons"]),
         settings=config["report"],
         code=code_hash("dermflow.evaluation.compare"),
     log:
@@ -76,6 +77,7 @@ rule report:
             category="7. Report",
         ),
         leakage="results/report/leakage.json",
+        rst="results/report/workflow.rst",
     params:
         experiments=config["experiments"],
         protocol=config["protocol"],

@@ -7,6 +7,7 @@ with run_stage(snakemake):
     settings = snakemake.params.settings
     compare_experiments(
         dict(zip(snakemake.params.names, snakemake.input.predictions, strict=True)),
+        snakemake.params.declared,
         resamples=settings["bootstrap"],
         seed=settings["bootstrap_seed"],
         out_csv=snakemake.output.table,

@@ -14,10 +14,13 @@ with run_stage(snakemake):
         {b: (inp[f"dataset_{b}"], inp.get(f"extra_{b}")) for b in balances},
         inp.cache,
         inp.comparisons,
+        inp.quarantine,
         protocol=par.protocol,
+        resamples=par.settings["bootstrap"],
         max_bits=par.settings["near_duplicate_bits"],
         max_mae=par.settings["near_duplicate_mae"],
         out_csv=out.table,
         out_markdown=out.markdown,
         out_leakage=out.leakage,
+        out_rst=out.rst,
     )

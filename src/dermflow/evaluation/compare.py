@@ -1,4 +1,13 @@
-"""compare: paired bootstrap differences between experiments on the same test images."""
+"""compare: paired differences between experiments on the same images, declared and exploratory.
+
+Declared comparisons (``report.comparisons``, or by default the proposed model on C'GAN
+data against the same model with classical augmentation and with no balancing) are the
+claims the report makes: each pair, headline metric and test set (the test split, and
+the external set when there is one) is one test, and their p-values are Holm-adjusted
+across all of them. Every other pair is in the same table, labelled exploratory, with
+unadjusted p-values: a lead to follow up, not a finding. Differences are paired lesion-
+cluster bootstrap differences (dermflow.evaluation.significance).
+"""
 
 from __future__ import annotations
 
@@ -8,36 +17,44 @@ from typing import Any
 import pandas as pd
 
 from dermflow.atomic import write_csv
-from dermflow.evaluation.metrics import bootstrap, bootstrap_samples, paired_difference
-from dermflow.evaluation.predictions import classes_of, probabilities, test_rows
+from dermflow.evaluation.bootstrap import UNIT, resample_metrics
+from dermflow.evaluation.metrics import HEADLINE
+from dermflow.evaluation.predictions import classes_of, test_rows
+from dermflow.evaluation.significance import holm, paired_difference
 
-COMPARED = ("balanced_accuracy", "macro_f1")
+COLUMNS = ("scope", "split", "a", "b", "metric", "difference", "ci_low", "ci_high", "p_value",
+           "p_holm", "unit", "resamples", "note")
 
 
-def compare_experiments(predictions: dict[str, str], *, resamples: int, seed: int,
-                        out_csv: str) -> pd.DataFrame:
-    """Paired bootstrap differences (a - b) for every pair of experiments on the same test set."""
-    tests = {name: test_rows(path) for name, path in predictions.items()}
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """Why two prediction tables cannot be compared, or '' when they can."""
+    if classes_of(a) != classes_of(b):
+        return "different tasks: not compared"
+    if not a["image_id"].equals(b["image_id"]):
+        return "different test sets: not paired"
+    return ""
+
+
+def compare_experiments(predictions: dict[str, str], declared: list[tuple[str, str]], *,
+                        resamples: int, seed: int, out_csv: str) -> pd.DataFrame:
+    """The declared comparisons (Holm-adjusted) and every pair (exploratory), per test set."""
     rows: list[dict[str, Any]] = []
-    for a, b in itertools.combinations(tests, 2):
-        ta, tb = tests[a], tests[b]
-        classes = classes_of(ta)
-        if classes != classes_of(tb):
-            rows += [{"a": a, "b": b, "metric": m, "note": "different tasks: not compared"}
-                     for m in COMPARED]
+    for split in ("test", "external"):
+        tables = {name: test_rows(path, split) for name, path in predictions.items()}
+        if not all(len(t) for t in tables.values()):
             continue
-        if not ta["image_id"].equals(tb["image_id"]):
-            rows += [{"a": a, "b": b, "metric": m, "note": "different test sets: not paired"}
-                     for m in COMPARED]
-            continue
-        samples = bootstrap_samples(len(ta), resamples, seed)
-        labels = ta["label"].to_numpy()
-        va = bootstrap(labels, probabilities(ta).argmax(1), classes, samples)
-        vb = bootstrap(labels, probabilities(tb).argmax(1), classes, samples)
-        rows += [{"a": a, "b": b, "metric": m, **paired_difference(va[m], vb[m]), "note": ""}
-                 for m in COMPARED]
-    table = pd.DataFrame(rows,
-                         columns=["a", "b", "metric", "difference", "ci_low", "ci_high",
-                                  "p_value", "note"])
+        values = {name: resample_metrics(t, resamples=resamples, seed=seed, names=HEADLINE)
+                  for name, t in tables.items()}
+        pairs = [("declared", pair) for pair in declared] + [
+            ("exploratory", pair) for pair in itertools.combinations(tables, 2)]
+        for scope, (a, b) in pairs:
+            note = _paired(tables[a], tables[b])
+            for metric in HEADLINE:
+                found = {} if note else paired_difference(values[a][metric], values[b][metric])
+                rows.append({"scope": scope, "split": split, "a": a, "b": b, "metric": metric,
+                             **found, "unit": UNIT, "resamples": resamples, "note": note or None})
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    declared_rows = table["scope"] == "declared"
+    table.loc[declared_rows, "p_holm"] = holm(table.loc[declared_rows, "p_value"].to_numpy(float))
     write_csv(table, out_csv)
     return table

@@ -16,7 +16,8 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from dermflow.atomic import write_csv, write_json
-from dermflow.evaluation.metrics import bootstrap, bootstrap_samples, evaluate, summarize_bootstrap
+from dermflow.evaluation.bootstrap import UNIT, clusters_of, resample_metrics, summarize
+from dermflow.evaluation.metrics import evaluate
 from dermflow.evaluation.predictions import classes_of, probabilities, test_rows
 from dermflow.figures import plt, save
 
@@ -60,7 +61,7 @@ def plot_confusion(matrix: list[list[float]], classes: list[str], out_png: str) 
 
 def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
     """Bootstrap distributions of the overall metrics."""
-    names = [k for k, v in values.items() if v.ndim == 1]
+    names = [k for k, v in values.items() if v.ndim == 1 and (~np.isnan(v)).any()]
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         v = values[name][~np.isnan(values[name])]
@@ -73,14 +74,14 @@ def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
 
 def scored(rows: pd.DataFrame, resamples: int, seed: int,
            ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
-    """Point metrics with the bootstrap's overall summary, the full summary, the resamples."""
+    """Point metrics with the lesion-cluster bootstrap's overall summary, the full summary
+    (per class too), and the resampled values."""
     classes = classes_of(rows)
-    labels, probs = rows["label"].to_numpy(), probabilities(rows)
-    report = evaluate(labels, probs, classes)
-    values = bootstrap(labels, probs.argmax(1), classes,
-                       bootstrap_samples(len(rows), resamples, seed))
-    summary = summarize_bootstrap(values, classes)
-    report["bootstrap"] = {"resamples": resamples, "seed": seed,
+    report = evaluate(rows["label"].to_numpy(), probabilities(rows), classes)
+    values = resample_metrics(rows, resamples=resamples, seed=seed)
+    summary = summarize(values, classes)
+    report["bootstrap"] = {"resamples": resamples, "seed": seed, "unit": UNIT,
+                           "clusters": int(len(np.unique(clusters_of(rows)))),
                            "overall": summary[summary["scope"] == "overall"].set_index(
                                "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
     return report, summary, values

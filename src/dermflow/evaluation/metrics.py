@@ -1,46 +1,44 @@
-"""Classification metrics of a prediction table, and their bootstrap.
+"""Classification metrics, in one table (METRICS) that evaluation, the bootstrap, comparisons,
+the report and epoch selection all read.
 
-Point estimates come from scikit-learn. The bootstrap resamples the test set B
-times (seeded) and recomputes every count-based metric at once from per-resample
-confusion matrices (one bincount for all B), so 1000 resamples of a few thousand
-predictions take milliseconds. Intervals are 95% percentile intervals; the
-standard error is the bootstrap standard deviation (the paper's Table 7 "SE").
+Every metric is computed under image weights: a point estimate weighs every image 1, a
+bootstrap resample weighs each image by how many times its lesion was drawn
+(dermflow.evaluation.bootstrap), so one function serves both and B resamples are one
+matrix product. Count-based metrics (accuracy, balanced accuracy, macro/weighted
+precision, recall, F1) come from weighted confusion matrices; score-based ones (macro ROC
+AUC, calibration error) from the probabilities. Macro averages run over the classes
+present in the truth for recall and over all classes for precision and F1 (a class never
+predicted has precision 0, as scikit-learn's ``zero_division=0``).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import (
-    average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 PER_CLASS = ("precision", "recall", "specificity", "f1", "accuracy")
+ECE_BINS = 15
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE: |accuracy - confidence| per confidence bin, weighted by bin size."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+def confusion(labels: np.ndarray, preds: np.ndarray, k: int,
+              weights: np.ndarray | None = None) -> np.ndarray:
+    """Confusion matrices (rows true, columns predicted): K x K, or B x K x K for B x n
+    image weights (resample counts)."""
+    codes = labels * k + preds
+    if weights is None:
+        return np.bincount(codes, minlength=k * k).reshape(k, k).astype(float)
+    onehot = np.zeros((len(codes), k * k))
+    onehot[np.arange(len(codes)), codes] = 1.0
+    return (np.asarray(weights, float) @ onehot).reshape(-1, k, k)
 
 
-def _per_class_from_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class metrics from confusion matrices (... x K x K, rows true, columns predicted)."""
+def per_class_from_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class metrics from confusion matrices (... x K x K)."""
     tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
     support = cm.sum(-1).astype(float)
     predicted = cm.sum(-2).astype(float)
@@ -51,113 +49,148 @@ def _per_class_from_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         recall = np.where(support > 0, tp / support, np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
     return {"precision": precision, "recall": recall, "specificity": specificity, "f1": f1,
             "accuracy": (tp + tn) / total, "support": support}
 
 
-def _overall_from_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
-    per = _per_class_from_counts(cm)
-    present = per["support"] > 0
-    weights = per["support"] / per["support"].sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore"):
-        return {
-            "accuracy": np.diagonal(cm, axis1=-2, axis2=-1).sum(-1) / cm.sum((-2, -1)),
-            "balanced_accuracy": np.nanmean(np.where(present, per["recall"], np.nan), -1),
-            "macro_precision": per["precision"].mean(-1),
-            "macro_recall": np.nanmean(np.where(present, per["recall"], np.nan), -1),
-            "macro_f1": per["f1"].mean(-1),
-            "weighted_f1": (per["f1"] * weights).sum(-1),
-        }
+def _present_mean(values: np.ndarray, support: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any class
+        return np.nanmean(np.where(support > 0, values, np.nan), -1)
 
 
-def confusion_batches(labels: np.ndarray, preds: np.ndarray, k: int,
-                      samples: np.ndarray | None = None) -> np.ndarray:
-    """Confusion matrices: one (K x K) or, with samples (B x n indices), B x K x K."""
-    if samples is None:
-        return np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
-    b = samples.shape[0]
-    codes = (np.arange(b)[:, None] * k * k + labels[samples] * k + preds[samples]).ravel()
-    return np.bincount(codes, minlength=b * k * k).reshape(b, k, k)
+def _weighted(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    def average(cm: np.ndarray) -> np.ndarray:
+        per = per_class_from_counts(cm)
+        weights = per["support"] / per["support"].sum(-1, keepdims=True)
+        return np.nansum(per[name] * weights, -1)
+    return average
+
+
+def weighted_auc(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of binary ``truth`` under each row of image weights (B x n): the weighted
+    share of (positive, negative) pairs ranked correctly, ties counting half. NaN where a
+    row weighs no positive or no negative."""
+    order = np.argsort(scores, kind="stable")
+    truth, scores = truth[order], scores[order]
+    w = np.asarray(weights, float)[:, order]
+    new = np.r_[True, scores[1:] != scores[:-1]]
+    start = np.maximum.accumulate(np.where(new, np.arange(len(scores)), 0))  # of each tie group
+    end = np.r_[np.flatnonzero(new)[1:], len(scores)][np.cumsum(new) - 1]  # one past its end
+    cum = np.zeros((w.shape[0], len(scores) + 1))
+    np.cumsum(np.where(truth, 0.0, w), axis=1, out=cum[:, 1:])  # negative weight so far
+    below, upto = cum[:, start[truth]], cum[:, end[truth]]
+    pos = w[:, truth]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (0.5 * (below + upto))).sum(1) / (pos.sum(1) * cum[:, -1])
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean one-vs-rest ROC AUC over the classes with both positives and negatives."""
+    aucs = np.stack([weighted_auc(labels == c, probs[:, c], weights)
+                     for c in range(probs.shape[1])], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(aucs, axis=1)
+
+
+def calibration_error(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray,
+                      bins: int = ECE_BINS) -> np.ndarray:
+    """Top-label ECE: |accuracy - confidence| per confidence bin, weighted by bin size."""
+    confidence = probs.max(1)
+    gap = (probs.argmax(1) == labels) - confidence
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    per_image = np.zeros((len(gap), bins))
+    per_image[np.arange(len(gap)), which] = gap
+    w = np.asarray(weights, float)
+    return np.abs(w @ per_image).sum(1) / w.sum(1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One overall metric. Exactly one of ``counts`` (confusion matrices ... x K x K →
+    values) and ``scores`` ((labels, probabilities, B x n weights) → B values) is set.
+    ``headline``: in the report's first table and the declared comparisons."""
+
+    label: str
+    counts: Callable[[np.ndarray], np.ndarray] | None = None
+    scores: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    headline: bool = False
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", counts=lambda cm: np.trace(cm, axis1=-2, axis2=-1)
+                       / cm.sum((-2, -1))),
+    "balanced_accuracy": Metric("balanced accuracy", headline=True, counts=lambda cm: _present_mean(
+        per_class_from_counts(cm)["recall"], cm.sum(-1))),
+    "macro_precision": Metric("macro precision",
+                              counts=lambda cm: per_class_from_counts(cm)["precision"].mean(-1)),
+    "macro_recall": Metric("macro recall", counts=lambda cm: _present_mean(
+        per_class_from_counts(cm)["recall"], cm.sum(-1))),
+    "macro_f1": Metric("macro F1", headline=True,
+                       counts=lambda cm: per_class_from_counts(cm)["f1"].mean(-1)),
+    "weighted_precision": Metric("weighted precision", counts=_weighted("precision")),
+    "weighted_recall": Metric("weighted recall", counts=_weighted("recall")),
+    "weighted_f1": Metric("weighted F1", counts=_weighted("f1")),
+    "macro_roc_auc": Metric("macro ROC AUC", scores=macro_auc, headline=True),
+    "ece": Metric("expected calibration error", scores=calibration_error),
+}
+HEADLINE = tuple(name for name, m in METRICS.items() if m.headline)
+SELECTION = ("accuracy", "balanced_accuracy", "macro_f1")  # what picks a training epoch
+
+
+def metric_values(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray,
+                  names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Every (or the named) overall metric under each row of image weights (B x n): B values
+    each, plus ``class_<m>`` (B x K) for the per-class count metrics when all are asked for."""
+    k = probs.shape[1]
+    chosen = names or tuple(METRICS)
+    cm = confusion(labels, probs.argmax(1), k, weights)
+    out: dict[str, np.ndarray] = {}
+    if names is None:
+        per = per_class_from_counts(cm)
+        out.update({f"class_{m}": per[m] for m in PER_CLASS})
+    for name in chosen:
+        metric = METRICS[name]
+        out[name] = (metric.counts(cm) if metric.counts is not None
+                     else metric.scores(labels, probs, weights))
+    return out
+
+
+def point(labels: np.ndarray, probs: np.ndarray, names: tuple[str, ...] | None = None,
+          ) -> dict[str, float]:
+    """Overall metrics of a prediction set, every image weighing 1."""
+    ones = np.ones((1, len(labels)))
+    values = metric_values(labels, probs, ones, names or tuple(METRICS))
+    return {name: float(v[0]) for name, v in values.items()}
+
+
+def _finite(value: float) -> float | None:
+    """A JSON-safe number: None where it is undefined (no such class, say)."""
+    return None if np.isnan(value) else float(value)
 
 
 def evaluate(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Point metrics: per class, overall, normalized confusion matrix, AUCs and ECE."""
+    """Point metrics: per class, overall (METRICS), confusion matrices, per-class AUC/AP."""
     k = len(classes)
-    preds = probs.argmax(1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, preds, labels=range(k), zero_division=0)
-    cm = confusion_matrix(labels, preds, labels=range(k))
-    per = _per_class_from_counts(cm)
+    cm = confusion(labels, probs.argmax(1), k).astype(int)
+    per = per_class_from_counts(cm)
     onehot = np.eye(k)[labels]
     per_class: dict[str, dict[str, float | None]] = {}
     for c, dx in enumerate(classes):
         both = 0 < onehot[:, c].sum() < len(labels)
         per_class[dx] = {
-            "precision": float(precision[c]), "recall": float(recall[c]),
-            "specificity": float(per["specificity"][c]), "f1": float(f1[c]),
-            "support": int(support[c]), "accuracy": float(per["accuracy"][c]),
+            **{m: _finite(per[m][c]) for m in PER_CLASS}, "support": int(per["support"][c]),
             "roc_auc": float(roc_auc_score(onehot[:, c], probs[:, c])) if both else None,
             "average_precision": float(average_precision_score(onehot[:, c], probs[:, c]))
             if both else None}
-    aucs = [v["roc_auc"] for v in per_class.values() if v["roc_auc"] is not None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = float(balanced_accuracy_score(labels, preds))
+    overall = point(labels, probs)
     return {
         "n": int(len(labels)),
         "per_class": per_class,
-        "overall": {
-            "accuracy": float((preds == labels).mean()), "balanced_accuracy": balanced,
-            "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
-            "macro_f1": float(f1.mean()),
-            "weighted_precision": float(np.average(precision, weights=support)),
-            "weighted_recall": float(np.average(recall, weights=support)),
-            "weighted_f1": float(np.average(f1, weights=support)),
-            "macro_roc_auc": float(np.mean(aucs)) if aucs else None,
-            "ece": expected_calibration_error(probs, labels)},
+        "overall": {name: _finite(v) for name, v in overall.items()},
         "confusion_matrix": cm.tolist(),
         "confusion_matrix_normalized": (cm / np.maximum(cm.sum(1, keepdims=True), 1)).round(
             4).tolist(),
     }
-
-
-def bootstrap_samples(n: int, resamples: int, seed: int) -> np.ndarray:
-    """B x n resample indices (with replacement), the same for every experiment given a seed."""
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def bootstrap(labels: np.ndarray, preds: np.ndarray, classes: list[str],
-              samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Every count-based metric for every resample: name → B (overall) or B x K (per class)."""
-    cm = confusion_batches(labels, preds, len(classes), samples)
-    per = _per_class_from_counts(cm)
-    return {**{f"class_{m}": per[m] for m in PER_CLASS}, **_overall_from_counts(cm)}
-
-
-def summarize_bootstrap(values: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame:
-    """Mean, std, SE (= bootstrap std) and 95% percentile interval per metric and class."""
-    rows = []
-    for name, array in values.items():
-        if array.ndim == 1:
-            columns = [("overall", name, array)]
-        else:
-            columns = [(dx, name.removeprefix("class_"), array[:, c])
-                       for c, dx in enumerate(classes)]
-        for scope, metric, v in columns:
-            v = v[~np.isnan(v)]
-            if not len(v):
-                continue
-            rows.append({"scope": scope, "metric": metric, "mean": float(v.mean()),
-                         "std": float(v.std(ddof=1)), "se": float(v.std(ddof=1)),
-                         "ci_low": float(np.percentile(v, 2.5)),
-                         "ci_high": float(np.percentile(v, 97.5)), "resamples": len(v)})
-    return pd.DataFrame(rows)
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Bootstrap difference a - b over the same resamples: mean, 95% CI, two-sided p-value."""
-    diff = a - b
-    p = 2 * min((diff <= 0).mean(), (diff >= 0).mean())
-    return {"difference": float(diff.mean()), "ci_low": float(np.percentile(diff, 2.5)),
-            "ci_high": float(np.percentile(diff, 97.5)), "p_value": float(min(1.0, p))}

@@ -1,5 +1,6 @@
-"""report: the ablation table in the paper's Table 5 layout, the comparisons, the external test
-set and the leakage audit (dermflow.evaluation.leakage) in one Markdown page."""
+"""report: the headline, the declared and exploratory comparisons, the ablation table in the
+paper's Table 5 layout and the leakage audit (dermflow.evaluation.leakage) in one Markdown
+page, and the HTML report's opening page (dermflow.evaluation.headline)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv, write_json
+from dermflow.evaluation.headline import headline_rows, workflow_rst
 from dermflow.evaluation.leakage import leakage_audit
+from dermflow.evaluation.significance import format_p
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +89,37 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(rows[0])
+    return ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|",
+            *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows)]
+
+
+def comparison_lines(comparisons: pd.DataFrame, scope: str) -> list[str]:
+    """Markdown rows of one scope of comparisons.csv."""
+    lines = ["| set | a | b | metric | a - b | 95% CI | p |" + (" Holm p |" if scope ==
+                                                                 "declared" else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if scope == "declared" else "")]
+    for _, r in comparisons[comparisons["scope"] == scope].iterrows():
+        start = f"| {r['split']} | {r['a']} | {r['b']} | {r['metric']} |"
+        if isinstance(r["note"], str) and r["note"]:
+            lines.append(f"{start} {r['note']} | | |" + (" |" if scope == "declared" else ""))
+            continue
+        holm_p = f" {format_p(r['p_holm'])} |" if scope == "declared" else ""
+        lines.append(f"{start} {r['difference']:+.4f} | [{r['ci_low']:+.4f}, "
+                     f"{r['ci_high']:+.4f}] | {format_p(r['p_value'])} |{holm_p}")
+    return lines
+
+
 def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
                  metrics: dict[str, str], datasets: dict[str, tuple[str, str | None]],
-                 cache_npy: str, comparisons_csv: str, *, protocol: str, max_bits: int,
-                 max_mae: float, out_csv: str, out_markdown: str, out_leakage: str) -> None:
-    """The ablation table (CSV and Markdown, with comparisons and audit) and leakage.json."""
+                 cache_npy: str, comparisons_csv: str, quarantine_csv: str, *, protocol: str,
+                 resamples: int, max_bits: int, max_mae: float, out_csv: str,
+                 out_markdown: str, out_leakage: str, out_rst: str) -> None:
+    """The ablation table (CSV and Markdown, with comparisons and audit), leakage.json, and
+    the report's opening page (dermflow.evaluation.headline)."""
     ev = {k: json.loads(Path(v).read_text()) for k, v in evaluations.items()}
     tr = {k: json.loads(Path(v).read_text()) for k, v in metrics.items()}
     table = ablation_table(experiments, ev, tr)
@@ -99,28 +128,19 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
              for balance, (csv, extra) in datasets.items()}
     write_json({"protocol": protocol, "datasets": audit}, out_leakage)
     comparisons = pd.read_csv(comparisons_csv)
-    lines = [f"# Ablation (protocol: {protocol})", "",
-             "Test-split metrics; SE is the bootstrap standard error of accuracy. Paper "
+    quarantined = len(pd.read_csv(quarantine_csv))
+    unit = f"lesion-cluster bootstrap, B = {resamples}"
+    lines = [f"# Results (protocol: {protocol})", "",
+             f"Headline metrics with 95% intervals ({unit}):", "",
+             *_markdown_table(headline_rows(experiments, ev)), "",
+             f"## Declared comparisons ({unit}, paired; p Holm-adjusted across all of them)",
+             "", *comparison_lines(comparisons, "declared"), "",
+             "## Ablation (Table 5 layout)", "",
+             f"Test-split metrics; SE is the standard error of accuracy ({unit}). Paper "
              "figures are the source paper's Table 5 for the same configuration, measured "
              "with its own (image-level) split.", "", ablation_markdown(table),
-             "## Paired comparisons (bootstrap, same test images)", "",
-             "| a | b | metric | a - b | 95% CI | p |", "|---|---|---|---|---|---|"]
-    for _, r in comparisons.iterrows():
-        if isinstance(r["note"], str) and r["note"]:
-            lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['note']} | | |")
-        else:
-            lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['difference']:+.4f} | "
-                         f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3f} |")
-    external = {name: e["external"] for name, e in ev.items() if "external" in e}
-    if external:
-        lines += ["", "## External test set (ISIC 2018 Task 3)", "",
-                  "| experiment | images | accuracy | balanced accuracy (95% CI) | macro F1 |",
-                  "|---|---|---|---|---|"]
-        for name, x in external.items():
-            ci = x["bootstrap"]["overall"]["balanced_accuracy"]
-            lines.append(f"| {name} | {x['n']} | {x['overall']['accuracy']:.4f} | "
-                         f"{x['overall']['balanced_accuracy']:.4f} ({ci['ci_low']:.4f}-"
-                         f"{ci['ci_high']:.4f}) | {x['overall']['macro_f1']:.4f} |")
+             f"## All pairs (exploratory: {unit}, paired, p unadjusted)", "",
+             *comparison_lines(comparisons, "exploratory")]
     lines += ["", "## Leakage audit", "",
               "| dataset | images | lesions in several splits | synthetic/augmented in val+test "
               f"| near-duplicate pairs train vs val+test (dHash <= {max_bits} bits, pixel MAE "
@@ -130,7 +150,12 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
         lines.append(f"| {balance} | {a['images']} | {a['lesions_in_several_splits']} | "
                      f"{a['non_real_in_val_test']} | "
                      f"{a['near_duplicate_pairs_train_vs_val_test']} |")
+    lines += ["", f"{quarantined} image(s) quarantined by validation.", ""]
     with atomic_path(out_markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    log.info("report: %d experiments, leakage %s", len(experiments),
-             {k: v["lesions_in_several_splits"] for k, v in audit.items()})
+    with atomic_path(out_rst) as tmp:
+        tmp.write_text(workflow_rst(experiments, ev, comparisons, audit,
+                                    quarantined=quarantined, protocol=protocol,
+                                    resamples=resamples))
+    log.info("report: %d experiments, leakage %s, %d quarantined", len(experiments),
+             {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantined)

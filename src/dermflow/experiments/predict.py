@@ -43,9 +43,9 @@ def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy
     labels = task_labels(index["dx"].to_numpy(), meta["task"])
     data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
     probs = predict(model, data, np.arange(len(index)), batch_size, precision)
-    return with_probabilities(
-        index[["image_id", "dx"]].assign(label=labels, split="external", source="real", pos=-1),
-        probs, meta["classes"])
+    rows = index[["image_id", "lesion_id", "dx"]].assign(label=labels, split="external",
+                                                         source="real", pos=-1)
+    return with_probabilities(rows, probs, meta["classes"])
 
 
 def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
@@ -83,8 +83,8 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
     rows["label"] = labels[rows["pos"].to_numpy()]
     probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
-    out = with_probabilities(rows[["image_id", "split", "source", "dx", "label", "pos"]], probs,
-                             meta["classes"])
+    columns = ["image_id", "lesion_id", "split", "source", "dx", "label", "pos"]
+    out = with_probabilities(rows[columns], probs, meta["classes"])
     if external is not None:
         out = pd.concat([out, predict_external(model, meta, *external, device=device,
                                                precision=precision, batch_size=batch_size)],

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch.nn.parallel import DistributedDataParallel
 
 from dermflow.atomic import atomic_path
+from dermflow.evaluation.metrics import SELECTION, point
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.distributed import rank_world
 
@@ -110,16 +109,8 @@ def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_
 
 
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The metrics model selection and progress lines use."""
-    pred = probs.argmax(1)
-    with warnings.catch_warnings():  # early epochs predict classes absent from a small split
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = balanced_accuracy_score(labels, pred)
-    return {
-        "accuracy": float((pred == labels).mean()),
-        "balanced_accuracy": float(balanced),
-        "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
-    }
+    """The metrics model selection and progress lines use (dermflow.evaluation.metrics)."""
+    return point(labels, probs, SELECTION)
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:

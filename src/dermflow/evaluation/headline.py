@@ -1,0 +1,142 @@
+"""The answer first: the page the HTML report opens on (Snakemake's global ``report:`` text).
+
+It is reStructuredText written by the report rule from the results: a few sentences
+that answer the questions a reader comes with (which experiment is best, do the
+declared comparisons hold, is anything leaking, was data set aside), then the
+headline table (each experiment's balanced accuracy, macro-F1 and macro ROC AUC with
+their 95% lesion-cluster intervals, on test and external), the declared comparisons
+with Holm-adjusted p-values, the leakage audit, and how to read it all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from dermflow.evaluation.metrics import HEADLINE, METRICS
+from dermflow.evaluation.significance import format_p
+
+ALPHA = 0.05
+HOW_TO_READ = (
+    "How to read this: every interval is a 95% percentile interval of the lesion-cluster "
+    "bootstrap ({resamples} resamples of the test set's lesions, each with all its images), "
+    "so it counts lesions, not images, as independent. A declared comparison is a claim fixed "
+    "before the results (report.comparisons); its Holm-adjusted p-value accounts for every "
+    "declared test, and a difference whose interval includes 0 is not evidence that either "
+    "experiment is better. The exploratory comparisons of every pair (comparisons.csv, "
+    "ablation.md) are unadjusted leads, not findings. These intervals reflect the test set's "
+    "sampling only, not training randomness (seeds, splits). Under protocol paper, the "
+    "leakage audit counts what val and test share with training: its test scores are "
+    "inflated and are reported to measure that inflation, not as results.")
+
+
+def _interval(entry: dict[str, Any], metric: str) -> str:
+    value = entry["overall"].get(metric)
+    ci = entry["bootstrap"]["overall"].get(metric)
+    if value is None:
+        return "–"
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({ci['ci_low']:.3f}-{ci['ci_high']:.3f})"
+
+
+def headline_rows(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
+                  ) -> list[dict[str, str]]:
+    """One row per experiment: its headline metrics with intervals, test then external."""
+    rows = []
+    for e in experiments:
+        ev = evaluations[e["name"]]
+        row = {"experiment": e["name"], "model": e["model"], "balance": e["balance"],
+               "task": e.get("task", "multiclass")}
+        for split, entry in (("test", ev), ("external", ev.get("external"))):
+            for metric in HEADLINE:
+                row[f"{split} {METRICS[metric].label}"] = (_interval(entry, metric)
+                                                           if entry else "–")
+        rows.append(row)
+    return rows
+
+
+def _csv_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    """An RST csv-table (quoted cells) of a list of equal-keyed rows."""
+    if not rows:
+        return []
+    def cell(v: Any) -> str:
+        return '"' + str(v).replace('"', '""') + '"'
+    lines = [f".. csv-table:: {title}", "   :header: " + ", ".join(cell(k) for k in rows[0]),
+             ""]
+    lines += ["   " + ", ".join(cell(v) for v in row.values()) for row in rows]
+    return [*lines, ""]
+
+
+def _declared(comparisons: pd.DataFrame) -> list[dict[str, str]]:
+    out = []
+    for _, r in comparisons[comparisons["scope"] == "declared"].iterrows():
+        note = r["note"] if isinstance(r["note"], str) and r["note"] else ""
+        out.append({
+            "a": r["a"], "b": r["b"], "set": r["split"], "metric": METRICS[r["metric"]].label,
+            "a - b (95% CI)": note or (f"{r['difference']:+.3f} ({r['ci_low']:+.3f} to "
+                                       f"{r['ci_high']:+.3f})"),
+            "p": "" if note else format_p(r["p_value"]),
+            "Holm p": "" if note else format_p(r["p_holm"])})
+    return out
+
+
+def _answer(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
+            comparisons: pd.DataFrame, audit: dict[str, dict], quarantined: int,
+            protocol: str) -> list[str]:
+    """The sentences that answer the reader's questions."""
+    lines = []
+    multi = [e for e in experiments if e.get("task", "multiclass") == "multiclass"] or \
+        experiments
+    best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
+    lines.append(f"**Best on the test split** by balanced accuracy: **{best['name']}** "
+                 f"({_interval(evaluations[best['name']], 'balanced_accuracy')}).")
+    declared = comparisons[(comparisons["scope"] == "declared") & comparisons["note"].isna()]
+    if len(declared):
+        held = declared[declared["p_holm"] < ALPHA]
+        lines.append(f"**Declared comparisons:** {len(held)} of {len(declared)} differences "
+                     f"hold at Holm-adjusted p < {ALPHA}" + (
+                         ": " + "; ".join(
+                             f"{r['a']} vs {r['b']} ({r['split']}, {METRICS[r['metric']].label} "
+                             f"{r['difference']:+.3f})" for _, r in held.iterrows()) + "."
+                         if len(held) else "."))
+    else:
+        lines.append("**Declared comparisons:** none could be made (see report.comparisons).")
+    lesions = sum(a["lesions_in_several_splits"] for a in audit.values())
+    synthetic = sum(a["non_real_in_val_test"] for a in audit.values())
+    duplicates = sum(a["near_duplicate_pairs_train_vs_val_test"] for a in audit.values())
+    if lesions or synthetic or duplicates:
+        lines.append(f"**Leakage: yes** (protocol {protocol}): {lesions} lesions in several "
+                     f"splits, {synthetic} synthetic or augmented images in val/test, "
+                     f"{duplicates} near-duplicate pairs across train and val/test. Test "
+                     "scores of the leaking datasets are inflated.")
+    else:
+        lines.append(f"**Leakage: none found** (protocol {protocol}): no lesion in several "
+                     "splits, no synthetic or augmented image in val/test, no near-duplicate "
+                     "pair across train and val/test.")
+    lines.append(f"**Quarantine:** {quarantined} image(s) set aside by validation "
+                 "(results/data/quarantine.csv).")
+    return [f"- {line}" for line in lines]
+
+
+def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
+                 comparisons: pd.DataFrame, audit: dict[str, dict], *, quarantined: int,
+                 protocol: str, resamples: int) -> str:
+    """The report's opening page, in reStructuredText."""
+    title = f"dermflow: {len(experiments)} experiments, protocol {protocol}"
+    lines = [title, "=" * len(title), "",
+             *_answer(experiments, evaluations, comparisons, audit, quarantined, protocol), ""]
+    lines += _csv_table(f"Headline: test and external sets (95% lesion-cluster intervals, "
+                        f"B = {resamples})", headline_rows(experiments, evaluations))
+    lines += _csv_table(f"Declared comparisons (paired lesion-cluster bootstrap, B = "
+                        f"{resamples}; Holm-adjusted across all of them)",
+                        _declared(comparisons))
+    lines += _csv_table("Leakage audit per dataset", [
+        {"dataset": balance, "images": a["images"],
+         "lesions in several splits": a["lesions_in_several_splits"],
+         "synthetic/augmented in val+test": a["non_real_in_val_test"],
+         "near-duplicate pairs": a["near_duplicate_pairs_train_vs_val_test"]}
+        for balance, a in audit.items()])
+    lines += [HOW_TO_READ.format(resamples=resamples), ""]
+    return "\n".join(lines)
