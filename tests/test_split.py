@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermflow.data.split import make_split, pool_split, split_summary
+from dermflow.data.split import fold_split, make_folds, make_split, pool_split, split_summary
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
 
@@ -88,3 +88,45 @@ def test_paper_pool_splits_real_and_synthetic_together():
     synthetic = pooled[pooled["source"] == "synthetic"]
     assert (synthetic["split"] != "train").sum() > 100  # the leak the paper's protocol has
     assert split_summary(pooled)["lesions_in_several_splits"] > 0
+
+
+@pytest.mark.parametrize("protocol", ["grouped", "paper"])
+def test_folds_hold_out_the_same_test_split_and_cover_the_rest_once(protocol):
+    table = ham_like()
+    split = make_split(table, protocol, FRACTIONS, seed=2)
+    folds = make_folds(table, protocol, FRACTIONS, seed=2, folds=3)
+    assert folds.set_index("image_id")["fold"].eq("test").equals(
+        split.set_index("image_id")["split"].eq("test"))  # the same test split as today
+    vals = [fold_split(folds, f) for f in range(3)]
+    val_ids = [set(s.loc[s["split"] == "val", "image_id"]) for s in vals]
+    rest = set(folds.loc[folds["fold"] != "test", "image_id"])
+    assert set.union(*val_ids) == rest and sum(map(len, val_ids)) == len(rest)  # once each
+    for s in vals:
+        assert set(s.loc[s["split"] == "test", "image_id"]) == set(
+            folds.loc[folds["fold"] == "test", "image_id"])
+        for name in ("train", "val"):
+            assert set(s.loc[s["split"] == name, "dx"]) == set(CLASSES)  # class-complete
+    if protocol == "grouped":
+        assert folds.groupby("lesion_id")["fold"].nunique().max() == 1  # no lesion in two folds
+        sizes = folds["fold"].value_counts()
+        assert sizes.drop("test").max() / sizes.drop("test").min() < 1.1
+    else:
+        assert folds.groupby("lesion_id")["fold"].nunique().max() > 1  # the paper's leak
+
+
+def test_a_class_with_fewer_lesions_than_folds_is_named():
+    with pytest.raises(DatasetError, match="class df has .* cv.folds: 20 needs at least 20"):
+        make_folds(ham_like(), "grouped", FRACTIONS, seed=0, folds=20)
+
+
+def test_paper_pool_folds_deal_real_and_synthetic_images_together():
+    folds = make_folds(ham_like(), "paper", FRACTIONS, seed=1, folds=3)
+    split = fold_split(folds, 0)
+    manifest = synthetic_for(split, 600)
+    pools = [pool_split(split, manifest, "paper", FRACTIONS, seed=1, folds=3, fold=f)
+             for f in range(3)]
+    tests = [set(p.loc[p["split"] == "test", "image_id"]) for p in pools]
+    assert tests[0] == tests[1] == tests[2]  # one held-out test part for every fold
+    vals = [set(p.loc[p["split"] == "val", "image_id"]) for p in pools]
+    assert not vals[0] & vals[1] and len(set.union(*vals)) == len(pools[0]) - len(tests[0])
+    assert (pools[0].loc[pools[0]["split"] == "val", "source"] == "synthetic").any()

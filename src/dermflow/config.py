@@ -92,6 +92,10 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
         total = split["train"] + split["val"] + split["test"]
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             yield f"split: train + val + test must sum to 1, not {total:g}"
+    cv = config.get("cv", {})
+    if isinstance(cv.get("seeds"), int) and cv["seeds"] > 1 and cv.get("folds") == 1:
+        yield ("cv.seeds: several training seeds need cross-validation (cv.folds > 1); with "
+               "one split, set cv.seeds: 1")
     experiments = config.get("experiments")
     if isinstance(experiments, list) and all(isinstance(e, dict) for e in experiments):
         names = [e.get("name") for e in experiments]

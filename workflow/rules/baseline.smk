@@ -1,35 +1,36 @@
-# The baseline ResNet50V2 and its SmoothGrad attention maps (GPU stages).
+# The baseline ResNet50V2 and its SmoothGrad attention maps (GPU stages), per fold under
+# cross-validation with the grouped protocol (UP, common.smk).
 
 
 rule train_baseline:
     input:
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{UP}/split/split.csv",
     output:
-        model="results/baseline/model.pt",
-        history="results/baseline/history.csv",
+        model=f"{UP}/baseline/model.pt",
+        history=f"{UP}/baseline/history.csv",
         curve=report(
-            "results/baseline/training_curve.png",
+            f"{UP}/baseline/training_curve.png",
             caption="../report/baseline_curve.rst",
             category="3. Baseline",
         ),
-        metrics="results/baseline/metrics.json",
+        metrics=f"{UP}/baseline/metrics.json",
     params:
         settings=config["baseline"],
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
         weights_dir=config["weights_dir"],
-        checkpoints="results/checkpoints/train_baseline",
+        checkpoints=f"results/checkpoints/{tag(UP, 'train_baseline')}",
         code=code_hash("dermflow.training.baseline"),
     threads: 4
     resources:
         gpu=1,
     log:
-        "logs/train_baseline.log",
+        f"logs/{tag(UP, 'train_baseline')}.log",
     benchmark:
-        "results/benchmarks/train_baseline.tsv"
+        f"results/benchmarks/{tag(UP, 'train_baseline')}.tsv"
     conda:
         ENV
     script:
@@ -38,15 +39,15 @@ rule train_baseline:
 
 rule extract_attention:
     input:
-        model="results/baseline/model.pt",
+        model=f"{UP}/baseline/model.pt",
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{UP}/split/split.csv",
     output:
-        attention="results/attention/attention.npy",
-        index="results/attention/index.csv",
+        attention=f"{UP}/attention/attention.npy",
+        index=f"{UP}/attention/index.csv",
         figure=report(
-            "results/attention/attention_overlays.png",
+            f"{UP}/attention/attention_overlays.png",
             caption="../report/attention_overlays.rst",
             category="3. Baseline",
         ),
@@ -60,9 +61,9 @@ rule extract_attention:
     resources:
         gpu=1,
     log:
-        "logs/extract_attention.log",
+        f"logs/{tag(UP, 'extract_attention')}.log",
     benchmark:
-        "results/benchmarks/extract_attention.tsv"
+        f"results/benchmarks/{tag(UP, 'extract_attention')}.tsv"
     conda:
         ENV
     script:

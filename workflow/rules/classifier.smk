@@ -1,29 +1,33 @@
-# Balanced datasets, the experiments' classifiers and their predictions.
+# Balanced datasets, the experiments' classifiers and their predictions: one run per
+# experiment, or per experiment, fold and seed under cross-validation (RUN, EXP: common.smk).
 
 
 rule build_dataset:
     input:
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{RUN}/split/split.csv",
         pool=lambda wc: (
-            ["results/synthetic/split.csv", "results/synthetic/manifest.csv"]
+            [at(f"{RUN}/synthetic/split.csv", fold_index(wc)),
+             at(f"{UP}/synthetic/manifest.csv", fold_index(wc))]
             if wc.balance in GENERATORS
             else []
         ),
     output:
-        table="results/datasets/{balance}/dataset.csv",
+        table=f"{RUN}/datasets/{{balance}}/dataset.csv",
     wildcard_constraints:
         balance="|".join(["none", *GENERATORS]),
     params:
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
+        folds=FOLDS,
+        fold=fold_index,
         code=code_hash("dermflow.experiments.datasets"),
     log:
-        "logs/build_dataset_{balance}.log",
+        f"logs/{tag(RUN, 'build_dataset_{balance}')}.log",
     benchmark:
-        "results/benchmarks/build_dataset_{balance}.tsv"
+        f"results/benchmarks/{tag(RUN, 'build_dataset_{balance}')}.tsv"
     conda:
         ENV
     script:
@@ -34,20 +38,22 @@ rule build_augmented_dataset:
     input:
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{RUN}/split/split.csv",
     output:
-        table="results/datasets/augment/dataset.csv",
-        images="results/datasets/augment/augmented.npy",
+        table=f"{RUN}/datasets/augment/dataset.csv",
+        images=f"{RUN}/datasets/augment/augmented.npy",
     params:
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
+        folds=FOLDS,
+        fold=fold_index,
         synthesis=config["synthesis"],
         code=code_hash("dermflow.experiments.datasets"),
     log:
-        "logs/build_dataset_augment.log",
+        f"logs/{tag(RUN, 'build_dataset_augment')}.log",
     benchmark:
-        "results/benchmarks/build_dataset_augment.tsv"
+        f"results/benchmarks/{tag(RUN, 'build_dataset_augment')}.tsv"
     conda:
         ENV
     script:
@@ -58,31 +64,31 @@ rule train_classifier:
     input:
         unpack(experiment_data),
     output:
-        model="results/experiments/{experiment}/model.pt",
-        history="results/experiments/{experiment}/history.csv",
+        model=f"{EXP}/model.pt",
+        history=f"{EXP}/history.csv",
         curve=report(
-            "results/experiments/{experiment}/training_curve.png",
+            f"{EXP}/training_curve.png",
             caption="../report/classifier_curve.rst",
             category="5. Classifiers",
             subcategory="{experiment}",
         ),
-        metrics="results/experiments/{experiment}/metrics.json",
+        metrics=f"{EXP}/metrics.json",
     params:
         experiment=lambda wc: EXPERIMENTS[wc.experiment],
         settings=lambda wc: experiment_settings(wc.experiment),
         protocol=config["protocol"],
-        seed=config["seed"],
+        seed=run_seed,
         precision=config["precision"],
         weights_dir=config["weights_dir"],
-        checkpoints="results/checkpoints/train_classifier/{experiment}",
+        checkpoints=f"results/checkpoints/{run_tag('train_classifier')}",
         code=code_hash("dermflow.experiments.classifier"),
     threads: 4
     resources:
         gpu=lambda wc: experiment_settings(wc.experiment)["gpus"],
     log:
-        "logs/train_classifier_{experiment}.log",
+        f"logs/{run_tag('train_classifier')}.log",
     benchmark:
-        "results/benchmarks/train_classifier_{experiment}.tsv"
+        f"results/benchmarks/{run_tag('train_classifier')}.tsv"
     conda:
         ENV
     script:
@@ -93,11 +99,11 @@ rule predict:
     input:
         unpack(experiment_data),
         unpack(lambda wc: external_cache()),
-        model="results/experiments/{experiment}/model.pt",
+        model=f"{EXP}/model.pt",
     output:
-        predictions="results/experiments/{experiment}/predictions.csv",
+        predictions=f"{EXP}/predictions.csv",
         saliency=report(
-            "results/experiments/{experiment}/saliency.png",
+            f"{EXP}/saliency.png",
             caption="../report/classifier_saliency.rst",
             category="5. Classifiers",
             subcategory="{experiment}",
@@ -110,9 +116,9 @@ rule predict:
     resources:
         gpu=1,
     log:
-        "logs/predict_{experiment}.log",
+        f"logs/{run_tag('predict')}.log",
     benchmark:
-        "results/benchmarks/predict_{experiment}.tsv"
+        f"results/benchmarks/{run_tag('predict')}.tsv"
     conda:
         ENV
     script:

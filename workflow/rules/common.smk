@@ -101,31 +101,95 @@ def report_description():
     return str(written.resolve()) if written.is_file() else "workflow/report/workflow.rst"
 
 
+# Where each stage writes. With one split, everything is under results/ as it always was.
+# Under cross-validation (cv.folds > 1) every fold has its folder: RUN holds its split,
+# balanced datasets and classifiers (one per seed under EXP); UP holds the learning chain
+# before them (baseline, attention maps, generator, synthetic images), per fold under
+# grouped (each fold learns from its own training part), shared under paper (whose
+# baseline and generator learn from every real image anyway). EVAL holds what is
+# evaluated: the experiment itself, or its folds joined (dermflow.evaluation.crossval).
+FOLDS, SEEDS = config["cv"]["folds"], config["cv"]["seeds"]
+CV = FOLDS > 1
+RUN = "results/cv/fold{fold}" if CV else "results"
+UP = RUN if CV and config["protocol"] == "grouped" else "results"
+EXP = (
+    f"{RUN}/experiments/{{experiment}}/seed{{seed}}"
+    if CV
+    else f"{RUN}/experiments/{{experiment}}"
+)
+EVAL = "results/cv/experiments/{experiment}" if CV else "results/experiments/{experiment}"
+
+
+wildcard_constraints:
+    fold=r"\d+",
+    seed=r"\d+",
+
+
+def tag(root, name):
+    """A log, benchmark or checkpoint name that carries the root's wildcards."""
+    return f"cv/fold{{fold}}/{name}" if "{fold}" in root else name
+
+
+def run_tag(name):
+    """tag() for a classifier run (experiment and, under cross-validation, fold and seed)."""
+    return f"cv/fold{{fold}}/{name}_{{experiment}}_seed{{seed}}" if CV else (
+        f"{name}_{{experiment}}")
+
+
+def fold_index(wildcards):
+    """The fold a job belongs to (0 with one split)."""
+    return int(wildcards.get("fold", 0))
+
+
+def run_seed(wildcards):
+    """A classifier run's training seed: the run's seed, plus the replicate under cross-
+    validation (seed, seed + 1, ... for cv.seeds replicates per fold)."""
+    return config["seed"] + int(wildcards.get("seed", 0))
+
+
+def runs():
+    """Every (fold, seed) classifier run."""
+    return [(f, s) for f in range(FOLDS) for s in range(SEEDS)] if CV else [(0, 0)]
+
+
+def at(path, fold=0, **names):
+    """``path`` with its fold (and other) wildcards filled in."""
+    return path.format(fold=fold, **names) if ("{" in path) else path
+
+
 def final_targets():
     """Everything `snakemake` builds by default."""
     targets = [
         "results/data/quarantine.csv",
-        "results/split/summary.json",
-        "results/baseline/metrics.json",
-        "results/attention/attention.npy",
-        "results/synthetic/quality.json",
-        "results/synthetic/split.csv",
-        *expand("results/experiments/{name}/predictions.csv", name=EXPERIMENTS),
+        *(["results/cv/summary.json"] if CV else ["results/split/summary.json"]),
         "results/report/ablation.md",
     ]
+    folds = range(FOLDS) if "{fold}" in UP else [0]
+    for f in folds:
+        targets += [
+            at(f"{UP}/baseline/metrics.json", f),
+            at(f"{UP}/attention/attention.npy", f),
+            at(f"{UP}/synthetic/quality.json", f),
+        ]
+    for f in range(FOLDS):
+        targets.append(at(f"{RUN}/synthetic/split.csv", f))
+        if CV:
+            targets.append(f"results/cv/fold{f}/summary.csv")
+    targets += expand(f"{EVAL}/evaluation.json", experiment=EXPERIMENTS)
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")
     return targets
 
 
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
+SYNTHETIC = f"{UP}/synthetic/synthetic.npy"
 EXTRA_ARRAYS = {
-    config["gan"]["kind"]: "results/synthetic/synthetic.npy",
-    "augment": "results/datasets/augment/augmented.npy",
+    config["gan"]["kind"]: SYNTHETIC,
+    "augment": f"{RUN}/datasets/augment/augmented.npy",
 }
 # Generators that edit a source image under its attention map need the maps.
 GAN_ATTENTION = (
-    {"attention": "results/attention/attention.npy"}
+    {"attention": f"{UP}/attention/attention.npy"}
     if generator_kind(config["gan"]["kind"]).needs_attention
     else {}
 )
@@ -137,29 +201,35 @@ def experiment_settings(name):
 
 
 def experiment_data(wildcards):
-    """The dataset table, the image cache and the balance mode's extra images."""
+    """The dataset table, the image cache and the balance mode's extra images of a run."""
     balance = EXPERIMENTS[wildcards.experiment]["balance"]
+    fold = fold_index(wildcards)
     inputs = {
-        "dataset": f"results/datasets/{balance}/dataset.csv",
+        "dataset": at(f"{RUN}/datasets/{balance}/dataset.csv", fold),
         "cache": CACHE,
     }
     if balance in EXTRA_ARRAYS:
-        inputs["extra"] = EXTRA_ARRAYS[balance]
+        inputs["extra"] = at(EXTRA_ARRAYS[balance], fold)
     return inputs
 
 
+RUN_FILES = (("predictions", "predictions.csv"), ("metrics", "metrics.json"))  # of a run
+
+
 def report_inputs(wildcards):
-    """Every experiment's evaluation and metrics, each balance mode's dataset, comparisons."""
+    """Every experiment's evaluation and metrics, every dataset, comparisons, quarantine."""
     inputs = {
         "cache": CACHE,
         "comparisons": "results/report/comparisons.csv",
         "quarantine": "results/data/quarantine.csv",
     }
     for name in EXPERIMENTS:
-        inputs[f"evaluation_{name}"] = f"results/experiments/{name}/evaluation.json"
-        inputs[f"metrics_{name}"] = f"results/experiments/{name}/metrics.json"
-    for balance in sorted({e["balance"] for e in EXPERIMENTS.values()}):
-        inputs[f"dataset_{balance}"] = f"results/datasets/{balance}/dataset.csv"
-        if balance in EXTRA_ARRAYS:
-            inputs[f"extra_{balance}"] = EXTRA_ARRAYS[balance]
+        inputs[f"evaluation_{name}"] = f"{EVAL}/evaluation.json".format(experiment=name)
+        inputs[f"metrics_{name}"] = f"{EVAL}/metrics.json".format(experiment=name)
+    for f in range(FOLDS):
+        for balance in sorted({e["balance"] for e in EXPERIMENTS.values()}):
+            key = f"fold{f}_{balance}" if CV else balance
+            inputs[f"dataset_{key}"] = at(f"{RUN}/datasets/{balance}/dataset.csv", f)
+            if balance in EXTRA_ARRAYS:
+                inputs[f"extra_{key}"] = at(EXTRA_ARRAYS[balance], f)
     return inputs

@@ -1,18 +1,18 @@
 # The generator (gan.kind: the attention-conditioned C'GAN or paper 003's DCGAN): train,
-# generate, check, and the pooled split.
+# generate, check, and the pooled split; per fold under cross-validation (UP, RUN: common.smk).
 
 
 rule train_gan:
     input:
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{UP}/split/split.csv",
         **GAN_ATTENTION,
     output:
-        generator="results/gan/generator.pt",
-        history="results/gan/history.csv",
+        generator=f"{UP}/gan/generator.pt",
+        history=f"{UP}/gan/history.csv",
         curve=report(
-            "results/gan/losses.png",
+            f"{UP}/gan/losses.png",
             caption="../report/gan_losses.rst",
             category="4. Synthetic images",
         ),
@@ -21,15 +21,15 @@ rule train_gan:
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
-        checkpoints="results/checkpoints/train_gan",
+        checkpoints=f"results/checkpoints/{tag(UP, 'train_gan')}",
         code=code_hash("dermflow.gan.training"),
     threads: 4
     resources:
         gpu=1,
     log:
-        "logs/train_gan.log",
+        f"logs/{tag(UP, 'train_gan')}.log",
     benchmark:
-        "results/benchmarks/train_gan.tsv"
+        f"results/benchmarks/{tag(UP, 'train_gan')}.tsv"
     conda:
         ENV
     script:
@@ -38,16 +38,16 @@ rule train_gan:
 
 rule generate_synthetic:
     input:
-        generator="results/gan/generator.pt",
+        generator=f"{UP}/gan/generator.pt",
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
+        split=f"{UP}/split/split.csv",
         **GAN_ATTENTION,
     output:
-        images="results/synthetic/synthetic.npy",
-        manifest="results/synthetic/manifest.csv",
+        images=f"{UP}/synthetic/synthetic.npy",
+        manifest=f"{UP}/synthetic/manifest.csv",
         figure=report(
-            "results/synthetic/examples.png",
+            f"{UP}/synthetic/examples.png",
             caption="../report/synthetic_examples.rst",
             category="4. Synthetic images",
         ),
@@ -61,9 +61,9 @@ rule generate_synthetic:
     resources:
         gpu=1,
     log:
-        "logs/generate_synthetic.log",
+        f"logs/{tag(UP, 'generate_synthetic')}.log",
     benchmark:
-        "results/benchmarks/generate_synthetic.tsv"
+        f"results/benchmarks/{tag(UP, 'generate_synthetic')}.tsv"
     conda:
         ENV
     script:
@@ -72,20 +72,20 @@ rule generate_synthetic:
 
 rule check_synthetic:
     input:
-        model="results/baseline/model.pt",
+        model=f"{UP}/baseline/model.pt",
         cache=CACHE,
         index=CACHE_INDEX,
-        split="results/split/split.csv",
-        images="results/synthetic/synthetic.npy",
-        manifest="results/synthetic/manifest.csv",
+        split=f"{UP}/split/split.csv",
+        images=f"{UP}/synthetic/synthetic.npy",
+        manifest=f"{UP}/synthetic/manifest.csv",
     output:
-        quality="results/synthetic/quality.json",
+        quality=f"{UP}/synthetic/quality.json",
         table=report(
-            "results/synthetic/quality.md",
+            f"{UP}/synthetic/quality.md",
             caption="../report/synthetic_quality.rst",
             category="4. Synthetic images",
         ),
-        nearest="results/synthetic/nearest.csv",
+        nearest=f"{UP}/synthetic/nearest.csv",
     params:
         settings=config["quality"],
         protocol=config["protocol"],
@@ -96,9 +96,9 @@ rule check_synthetic:
     resources:
         gpu=1,
     log:
-        "logs/check_synthetic.log",
+        f"logs/{tag(UP, 'check_synthetic')}.log",
     benchmark:
-        "results/benchmarks/check_synthetic.tsv"
+        f"results/benchmarks/{tag(UP, 'check_synthetic')}.tsv"
     conda:
         ENV
     script:
@@ -107,19 +107,21 @@ rule check_synthetic:
 
 rule split_pool:
     input:
-        split="results/split/split.csv",
-        manifest="results/synthetic/manifest.csv",
-        quality="results/synthetic/quality.json",
+        split=f"{RUN}/split/split.csv",
+        manifest=f"{UP}/synthetic/manifest.csv",
+        quality=f"{UP}/synthetic/quality.json",
     output:
-        split="results/synthetic/split.csv",
+        split=f"{RUN}/synthetic/split.csv",
     params:
         protocol=config["protocol"],
         split=config["split"],
+        folds=FOLDS,
+        fold=fold_index,
         code=code_hash("dermflow.data.split"),
     log:
-        "logs/split_pool.log",
+        f"logs/{tag(RUN, 'split_pool')}.log",
     benchmark:
-        "results/benchmarks/split_pool.tsv"
+        f"results/benchmarks/{tag(RUN, 'split_pool')}.tsv"
     conda:
         ENV
     script:

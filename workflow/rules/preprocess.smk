@@ -1,4 +1,4 @@
-# Hair removal, the image cache and the train/val/test split.
+# Hair removal, the image cache and the train/val/test split (or the cross-validation folds).
 
 
 rule remove_hair:
@@ -67,3 +67,42 @@ rule split_dataset:
         ENV
     script:
         "../scripts/split_dataset.py"
+
+
+rule split_folds:
+    input:
+        manifest="results/data/manifest.csv",
+    output:
+        folds="results/cv/folds.csv",
+        summary="results/cv/summary.json",
+    params:
+        protocol=config["protocol"],
+        split=config["split"],
+        folds=FOLDS,
+        code=code_hash("dermflow.data.split"),
+    log:
+        "logs/split_folds.log",
+    benchmark:
+        "results/benchmarks/split_folds.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/split_folds.py"
+
+
+rule fold_split:
+    input:
+        folds="results/cv/folds.csv",
+    output:
+        split="results/cv/fold{fold}/split/split.csv",
+    params:
+        fold=fold_index,
+        code=code_hash("dermflow.data.split"),
+    log:
+        "logs/cv/fold{fold}/fold_split.log",
+    benchmark:
+        "results/benchmarks/cv/fold{fold}/fold_split.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/fold_split.py"

@@ -1,32 +1,88 @@
-# Evaluation of every experiment, paired comparisons and the report.
+# Evaluation of every experiment, paired comparisons and the report; under cross-validation,
+# each experiment's runs are first joined (cross_predict) and each fold summarised.
+
+if CV:
+
+    rule cross_predict:
+        input:
+            unpack(
+                lambda wc: {
+                    f"{key}_{f}_{s}": at(f"{EXP}/{kind}", f, experiment=wc.experiment, seed=s)
+                    for f, s in runs()
+                    for key, kind in RUN_FILES
+                }
+            ),
+        output:
+            predictions=f"{EVAL}/predictions.csv",
+            runs=f"{EVAL}/runs.csv",
+            metrics=f"{EVAL}/metrics.json",
+        params:
+            runs=runs(),
+            code=code_hash("dermflow.evaluation.crossval"),
+        log:
+            "logs/cross_predict_{experiment}.log",
+        benchmark:
+            "results/benchmarks/cross_predict_{experiment}.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/cross_predict.py"
+
+    rule summarize_fold:
+        input:
+            unpack(
+                lambda wc: {
+                    f"{key}_{name}_{s}": at(
+                        f"{EXP}/{kind}", fold_index(wc), experiment=name, seed=s
+                    )
+                    for name in EXPERIMENTS
+                    for s in range(SEEDS)
+                    for key, kind in RUN_FILES
+                }
+            ),
+        output:
+            summary="results/cv/fold{fold}/summary.csv",
+        params:
+            fold=fold_index,
+            runs=[(name, s) for name in EXPERIMENTS for s in range(SEEDS)],
+            code=code_hash("dermflow.evaluation.crossval"),
+        log:
+            "logs/cv/fold{fold}/summarize_fold.log",
+        benchmark:
+            "results/benchmarks/cv/fold{fold}/summarize_fold.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/summarize_fold.py"
 
 
 rule evaluate:
     input:
-        predictions="results/experiments/{experiment}/predictions.csv",
+        predictions=f"{EVAL}/predictions.csv",
+        runs=[f"{EVAL}/runs.csv"] if CV else [],
     output:
-        evaluation="results/experiments/{experiment}/evaluation.json",
-        bootstrap="results/experiments/{experiment}/bootstrap.csv",
+        evaluation=f"{EVAL}/evaluation.json",
+        bootstrap=f"{EVAL}/bootstrap.csv",
         roc=report(
-            "results/experiments/{experiment}/roc.png",
+            f"{EVAL}/roc.png",
             caption="../report/evaluate_roc.rst",
             category="6. Evaluation",
             subcategory="{experiment}",
         ),
         pr=report(
-            "results/experiments/{experiment}/precision_recall.png",
+            f"{EVAL}/precision_recall.png",
             caption="../report/evaluate_pr.rst",
             category="6. Evaluation",
             subcategory="{experiment}",
         ),
         confusion=report(
-            "results/experiments/{experiment}/confusion.png",
+            f"{EVAL}/confusion.png",
             caption="../report/evaluate_confusion.rst",
             category="6. Evaluation",
             subcategory="{experiment}",
         ),
         distributions=report(
-            "results/experiments/{experiment}/bootstrap.png",
+            f"{EVAL}/bootstrap.png",
             caption="../report/evaluate_bootstrap.rst",
             category="6. Evaluation",
             subcategory="{experiment}",
@@ -46,9 +102,8 @@ rule evaluate:
 
 rule compare:
     input:
-        predictions=expand(
-            "results/experiments/{experiment}/predictions.csv", experiment=EXPERIMENTS
-        ),
+        predictions=expand(f"{EVAL}/predictions.csv", experiment=EXPERIMENTS),
+        runs=expand(f"{EVAL}/runs.csv", experiment=EXPERIMENTS) if CV else [],
     output:
         table="results/report/comparisons.csv",
     params:

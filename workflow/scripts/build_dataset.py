@@ -15,6 +15,8 @@ with run_stage(snakemake):
         protocol=par.protocol,
         split_settings=par.split,
         seed=par.seed,
+        folds=par.folds,
+        fold=par.fold,
         out_csv=out.table,
         synthetic_split=pool[0] if pool else None,
         synthetic_manifest=pool[1] if pool else None,

@@ -11,4 +11,7 @@ with run_stage(snakemake):
         resamples=settings["bootstrap"],
         seed=settings["bootstrap_seed"],
         out_csv=snakemake.output.table,
+        runs=dict(zip(snakemake.params.names, snakemake.input.runs, strict=True))
+        if snakemake.input.runs
+        else None,
     )

@@ -15,4 +15,5 @@ with run_stage(snakemake):
         out_pr=out.pr,
         out_confusion=out.confusion,
         out_bootstrap_png=out.distributions,
+        runs_csv=next(iter(snakemake.input.runs), None),
     )

@@ -6,12 +6,12 @@ from dermflow.stage import run_stage
 with run_stage(snakemake):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     names = [e["name"] for e in par.experiments]
-    balances = sorted({e["balance"] for e in par.experiments})
+    datasets = [key.removeprefix("dataset_") for key in inp.keys() if key.startswith("dataset_")]
     write_report(
         par.experiments,
         {n: inp[f"evaluation_{n}"] for n in names},
         {n: inp[f"metrics_{n}"] for n in names},
-        {b: (inp[f"dataset_{b}"], inp.get(f"extra_{b}")) for b in balances},
+        {d: (inp[f"dataset_{d}"], inp.get(f"extra_{d}")) for d in datasets},
         inp.cache,
         inp.comparisons,
         inp.quarantine,

@@ -14,5 +14,7 @@ with run_stage(snakemake):
         snakemake.params.protocol,
         (cfg["train"], cfg["val"], cfg["test"]),
         cfg["seed"],
+        folds=snakemake.params.folds,
+        fold=snakemake.params.fold,
     )
     write_csv(pooled, snakemake.output.split)

@@ -1,4 +1,4 @@
-"""split_dataset: train/val/test assignment of the real images.
+"""split_dataset, split_folds, fold_split and split_pool: which images train, select and test.
 
 ``grouped`` (default) keeps every lesion in one split and stratifies by class.
 Since each lesion has one diagnosis, this decomposes per class: each class's
@@ -6,6 +6,10 @@ lesions are dealt to the splits, largest first, always to the split furthest
 below its target share, so every split gets every class when a class has at
 least three lesions. ``paper`` is the source paper's image-level stratified
 split, kept to measure the leakage it causes.
+
+Cross-validation (``cv.folds`` K > 1) holds out the same test split and deals the
+other images into K folds the same way (grouped: by lesion, per class; paper: image
+level); fold f's split trains on the other K - 1 folds and validates on fold f.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
@@ -41,10 +45,7 @@ def _deal_lesions(sizes: pd.Series, fractions: np.ndarray, rng: np.random.Genera
 def split_grouped(table: pd.DataFrame, fractions: tuple[float, float, float],
                   seed: int) -> pd.Series:
     """Split index per row, stratified by dx and grouped by lesion_id."""
-    per_lesion = table.groupby("lesion_id")["dx"].nunique()
-    mixed = per_lesion[per_lesion > 1]
-    if len(mixed):
-        raise DatasetError(f"lesion(s) with several diagnoses: {', '.join(mixed.index[:10])}")
+    _check_lesions(table)
     split = pd.Series(-1, index=table.index)
     for k, dx in enumerate(CLASSES):
         rows = table[table["dx"] == dx]
@@ -58,6 +59,45 @@ def split_grouped(table: pd.DataFrame, fractions: tuple[float, float, float],
         assignment = _deal_lesions(sizes, np.asarray(fractions, float), rng)
         split[rows.index] = rows["lesion_id"].map(assignment)
     return split
+
+
+def _check_lesions(table: pd.DataFrame) -> None:
+    per_lesion = table.groupby("lesion_id")["dx"].nunique()
+    mixed = per_lesion[per_lesion > 1]
+    if len(mixed):
+        raise DatasetError(f"lesion(s) with several diagnoses: {', '.join(mixed.index[:10])}")
+
+
+def folds_grouped(table: pd.DataFrame, folds: int, seed: int) -> pd.Series:
+    """Fold index per row: K folds of about equal size, stratified by dx, grouped by lesion."""
+    _check_lesions(table)
+    fold = pd.Series(-1, index=table.index)
+    for k, dx in enumerate(CLASSES):
+        rows = table[table["dx"] == dx]
+        if rows.empty:
+            continue
+        sizes = rows.groupby("lesion_id").size()
+        if len(sizes) < folds:
+            raise DatasetError(f"class {dx} has {len(sizes)} lesion(s) outside the test split; "
+                               f"cv.folds: {folds} needs at least {folds} to put it in every "
+                               "fold (use fewer folds)")
+        rng = np.random.default_rng([seed, k, folds])
+        fold[rows.index] = rows["lesion_id"].map(_deal_lesions(sizes, np.full(folds, 1 / folds),
+                                                               rng))
+    return fold
+
+
+def folds_images(table: pd.DataFrame, folds: int, seed: int) -> pd.Series:
+    """Fold index per row: K image-level folds stratified by dx (the paper's way)."""
+    counts = table["dx"].value_counts()
+    if counts.min() < folds:
+        raise DatasetError(f"class {counts.idxmin()} has {counts.min()} image(s) outside the "
+                           f"test split; cv.folds: {folds} needs at least {folds}")
+    fold = pd.Series(-1, index=table.index)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for k, (_, rows) in enumerate(splitter.split(table.index, table["dx"])):
+        fold.iloc[rows] = k
+    return fold
 
 
 def split_images(table: pd.DataFrame, fractions: tuple[float, float, float],
@@ -91,6 +131,27 @@ def make_split(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, fl
     return out
 
 
+def make_folds(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, float, float],
+               seed: int, folds: int) -> pd.DataFrame:
+    """folds.csv's table: image_id, lesion_id, dx, fold: ``test`` (make_split's test split,
+    unchanged) or 0..K-1 for the other images, dealt as the protocol splits."""
+    split = make_split(manifest, protocol, fractions, seed)
+    rest = split[split["split"] != "test"]
+    fold = (folds_grouped if protocol == "grouped" else folds_images)(rest, folds, seed)
+    out = split[["image_id", "lesion_id", "dx"]].assign(fold="test")
+    out.loc[rest.index, "fold"] = fold.astype(str)
+    log.info("%d %s folds of %d images (+ %d test): %s", folds, protocol, len(rest),
+             int((out["fold"] == "test").sum()), out["fold"].value_counts().sort_index().to_dict())
+    return out
+
+
+def fold_split(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """Fold ``fold``'s split.csv: the other folds train, this one validates, test stays test."""
+    name = folds["fold"].astype(str)
+    split = np.where(name == "test", "test", np.where(name == str(fold), "val", "train"))
+    return folds[["image_id", "lesion_id", "dx"]].assign(split=split)
+
+
 def split_summary(split: pd.DataFrame) -> dict:
     """Images per class and split, achieved fractions, and lesions shared across splits."""
     counts = pd.crosstab(split["dx"], split["split"]).reindex(columns=list(SPLITS), fill_value=0)
@@ -104,6 +165,15 @@ def split_summary(split: pd.DataFrame) -> dict:
     }
 
 
+def fold_summary(folds: pd.DataFrame) -> dict:
+    """Images per class and fold (and test), and lesions shared across folds."""
+    counts = pd.crosstab(folds["dx"], folds["fold"].astype(str))
+    return {"images": {dx: counts.loc[dx].to_dict() for dx in counts.index},
+            "totals": counts.sum().to_dict(),
+            "lesions_in_several_folds": int((folds.groupby("lesion_id")["fold"].nunique() > 1)
+                                            .sum())}
+
+
 def training_pool(split: pd.DataFrame, protocol: str) -> pd.Series:
     """Which real images anything may learn from: the train split, or (paper) all of them."""
     return split["split"] == "train" if protocol == "grouped" else pd.Series(True, split.index)
@@ -113,13 +183,16 @@ POOL_COLUMNS = ("image_id", "lesion_id", "dx", "source", "source_image_id", "spl
 
 
 def pool_split(split: pd.DataFrame, manifest: pd.DataFrame, protocol: str,
-               fractions: tuple[float, float, float], seed: int) -> pd.DataFrame:
+               fractions: tuple[float, float, float], seed: int, *, folds: int = 1,
+               fold: int = 0) -> pd.DataFrame:
     """Real + synthetic images with their split.
 
     ``grouped``: real images keep their split and synthetic ones join train only.
     ``paper``: the pooled set is split 70:20:10 at image level, stratified by class,
     as the source paper did, so synthetic images (and their sources' lesions) reach
-    val and test and the leakage can be measured.
+    val and test and the leakage can be measured. With ``folds`` K > 1 (paper), the
+    pool's test part is held out the same way and the rest dealt into K image-level
+    folds; fold ``fold`` validates.
     """
     real = split.assign(source="real", source_image_id=split["image_id"])
     synthetic = pd.DataFrame({"image_id": manifest["synthetic_id"],
@@ -127,7 +200,13 @@ def pool_split(split: pd.DataFrame, manifest: pd.DataFrame, protocol: str,
                               "source": "synthetic",
                               "source_image_id": manifest["source_image_id"], "split": "train"})
     table = pd.concat([real, synthetic], ignore_index=True)
-    if protocol == "paper":
+    if protocol == "paper" and folds > 1:
+        test = split_images(table, fractions, seed) == SPLITS.index("test")
+        rest = table[~test]
+        table["split"] = "test"
+        table.loc[rest.index, "split"] = np.where(folds_images(rest, folds, seed) == fold,
+                                                  "val", "train")
+    elif protocol == "paper":
         table["split"] = split_images(table, fractions, seed).map(dict(enumerate(SPLITS)))
     elif protocol != "grouped":
         raise ValueError(f"protocol: unknown value {protocol!r}")

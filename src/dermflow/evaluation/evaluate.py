@@ -17,7 +17,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from dermflow.atomic import write_csv, write_json
 from dermflow.evaluation.bootstrap import UNIT, clusters_of, resample_metrics, summarize
-from dermflow.evaluation.metrics import evaluate
+from dermflow.evaluation.metrics import METRICS, evaluate
 from dermflow.evaluation.predictions import classes_of, probabilities, test_rows
 from dermflow.figures import plt, save
 
@@ -87,18 +87,36 @@ def scored(rows: pd.DataFrame, resamples: int, seed: int,
     return report, summary, values
 
 
+def run_summary(runs_csv: str) -> dict[str, Any]:
+    """Each cross-validation run's validation scores, and their mean and SD over runs."""
+    runs = pd.read_csv(runs_csv)
+    names = [m for m in METRICS if m in runs]
+    return {"runs": runs.to_dict("records"),
+            "mean": {m: float(runs[m].mean()) for m in names},
+            "sd": {m: float(runs[m].std(ddof=1)) if len(runs) > 1 else 0.0 for m in names}}
+
+
 def evaluate_experiment(predictions_csv: str, *, resamples: int, seed: int, out_json: str,
                         out_bootstrap: str, out_roc: str, out_pr: str, out_confusion: str,
-                        out_bootstrap_png: str) -> dict[str, Any]:
+                        out_bootstrap_png: str, runs_csv: str | None = None) -> dict[str, Any]:
     """Point metrics, bootstrap summary and figures of one experiment's test predictions
-    (and of the external test set's, when there are some)."""
+    (and of the external test set's, when there are some). A cross-validated experiment
+    (dermflow.evaluation.crossval) adds ``cv``: its out-of-fold predictions scored like a
+    test set, and its runs' own validation scores with their mean and SD."""
     test = test_rows(predictions_csv)
     report, summary, values = scored(test, resamples, seed)
-    external = test_rows(predictions_csv, "external")
-    if len(external):
-        report["external"], external_summary, _ = scored(external, resamples, seed)
-        summary = pd.concat([summary.assign(split="test"),
-                             external_summary.assign(split="external")])
+    parts = [summary.assign(split="test")]
+    for split in ("external", "oof"):
+        rows = test_rows(predictions_csv, split)
+        if len(rows):
+            found, part, _ = scored(rows, resamples, seed)
+            parts.append(part.assign(split=split))
+            if split == "external":
+                report["external"] = found
+            else:
+                report["cv"] = {"oof": found, **run_summary(runs_csv)} if runs_csv else \
+                    {"oof": found}
+    summary = pd.concat(parts) if len(parts) > 1 else summary
     write_json(report, out_json)
     write_csv(summary, out_bootstrap)
     classes = classes_of(test)

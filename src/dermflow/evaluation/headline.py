@@ -41,18 +41,38 @@ def _interval(entry: dict[str, Any], metric: str) -> str:
     return f"{value:.3f} ({ci['ci_low']:.3f}-{ci['ci_high']:.3f})"
 
 
+def _gap(evaluation: dict[str, Any]) -> str:
+    """Balanced accuracy from cross-validation to test to external, as differences."""
+    steps = [evaluation.get("cv", {}).get("oof"), evaluation, evaluation.get("external")]
+    values = [s["overall"]["balanced_accuracy"] if s else None for s in steps]
+    shown = [f"{b - a:+.3f}" for a, b in zip(values, values[1:], strict=False)
+             if a is not None and b is not None]
+    return " / ".join(shown) if shown else "–"
+
+
 def headline_rows(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
                   ) -> list[dict[str, str]]:
-    """One row per experiment: its headline metrics with intervals, test then external."""
+    """One row per experiment: its headline metrics with intervals, cross-validation (its
+    out-of-fold predictions, and the runs' mean ± SD) when there is one, then test and
+    external, and the balanced-accuracy gap from one to the next."""
     rows = []
+    cv = any("cv" in evaluations[e["name"]] for e in experiments)
     for e in experiments:
         ev = evaluations[e["name"]]
         row = {"experiment": e["name"], "model": e["model"], "balance": e["balance"],
                "task": e.get("task", "multiclass")}
-        for split, entry in (("test", ev), ("external", ev.get("external"))):
+        sets = [("CV", ev.get("cv", {}).get("oof"))] if cv else []
+        sets += [("test", ev), ("external", ev.get("external"))]
+        for split, entry in sets:
             for metric in HEADLINE:
                 row[f"{split} {METRICS[metric].label}"] = (_interval(entry, metric)
                                                            if entry else "–")
+        if cv:
+            runs = ev.get("cv", {})
+            row["CV runs balanced accuracy (mean ± SD)"] = (
+                f"{runs['mean']['balanced_accuracy']:.3f} ± {runs['sd']['balanced_accuracy']:.3f}"
+                if "mean" in runs else "–")
+            row["balanced accuracy gap (CV → test / test → external)"] = _gap(ev)
         rows.append(row)
     return rows
 
@@ -74,7 +94,8 @@ def _declared(comparisons: pd.DataFrame) -> list[dict[str, str]]:
     for _, r in comparisons[comparisons["scope"] == "declared"].iterrows():
         note = r["note"] if isinstance(r["note"], str) and r["note"] else ""
         out.append({
-            "a": r["a"], "b": r["b"], "set": r["split"], "metric": METRICS[r["metric"]].label,
+            "a": r["a"], "b": r["b"], "set": r["split"], "method": r["method"],
+            "metric": METRICS[r["metric"]].label,
             "a - b (95% CI)": note or (f"{r['difference']:+.3f} ({r['ci_low']:+.3f} to "
                                        f"{r['ci_high']:+.3f})"),
             "p": "" if note else format_p(r["p_value"]),
@@ -89,9 +110,18 @@ def _answer(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
     lines = []
     multi = [e for e in experiments if e.get("task", "multiclass") == "multiclass"] or \
         experiments
-    best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
-    lines.append(f"**Best on the test split** by balanced accuracy: **{best['name']}** "
-                 f"({_interval(evaluations[best['name']], 'balanced_accuracy')}).")
+    if all("cv" in evaluations[e["name"]] for e in multi):
+        best = max(multi, key=lambda e: evaluations[e["name"]]["cv"]["oof"]["overall"][
+            "balanced_accuracy"])
+        ev = evaluations[best["name"]]
+        lines.append(f"**Best by cross-validation** (out-of-fold balanced accuracy): "
+                     f"**{best['name']}** ({_interval(ev['cv']['oof'], 'balanced_accuracy')});"
+                     f" its fold ensemble on the test split: "
+                     f"{_interval(ev, 'balanced_accuracy')}.")
+    else:
+        best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
+        lines.append(f"**Best on the test split** by balanced accuracy: **{best['name']}** "
+                     f"({_interval(evaluations[best['name']], 'balanced_accuracy')}).")
     declared = comparisons[(comparisons["scope"] == "declared") & comparisons["note"].isna()]
     if len(declared):
         held = declared[declared["p_holm"] < ALPHA]

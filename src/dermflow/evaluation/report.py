@@ -99,11 +99,11 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def comparison_lines(comparisons: pd.DataFrame, scope: str) -> list[str]:
     """Markdown rows of one scope of comparisons.csv."""
-    lines = ["| set | a | b | metric | a - b | 95% CI | p |" + (" Holm p |" if scope ==
-                                                                 "declared" else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if scope == "declared" else "")]
+    lines = ["| set | method | a | b | metric | a - b | 95% CI | p |" + (
+        " Holm p |" if scope == "declared" else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if scope == "declared" else "")]
     for _, r in comparisons[comparisons["scope"] == scope].iterrows():
-        start = f"| {r['split']} | {r['a']} | {r['b']} | {r['metric']} |"
+        start = f"| {r['split']} | {r['method']} | {r['a']} | {r['b']} | {r['metric']} |"
         if isinstance(r["note"], str) and r["note"]:
             lines.append(f"{start} {r['note']} | | |" + (" |" if scope == "declared" else ""))
             continue

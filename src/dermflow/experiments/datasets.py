@@ -74,8 +74,10 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
                   protocol: str, split_settings: dict[str, Any], seed: int,
                   out_csv: str | os.PathLike[str], synthetic_manifest: str | None = None,
                   synthetic_split: str | None = None, synthesis: dict[str, Any] | None = None,
-                  out_npy: str | None = None) -> pd.DataFrame:
-    """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode."""
+                  out_npy: str | None = None, folds: int = 1, fold: int = 0) -> pd.DataFrame:
+    """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode
+    (of cross-validation fold ``fold`` of ``folds``, which only the paper protocol's pooled
+    split of the augmented images needs)."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
     fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
     split = index[["image_id", "lesion_id", "dx", "split"]]
@@ -96,7 +98,8 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
         with atomic_path(out_npy) as tmp, open(tmp, "wb") as fh:
             np.save(fh, augmented_images(images, manifest, seed))
         manifest["synthetic_id"] = manifest["synthetic_id"].str.replace("SYN_", "AUG_")
-        pooled = pool_split(split, manifest, protocol, fractions, split_settings["seed"])
+        pooled = pool_split(split, manifest, protocol, fractions, split_settings["seed"],
+                            folds=folds, fold=fold)
         pooled["source"] = pooled["source"].replace("synthetic", "augmented")
         table = _with_rows(pooled, index, manifest, "augmented")
     else:

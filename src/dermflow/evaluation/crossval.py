@@ -1,0 +1,109 @@
+"""cross_predict and summarize_fold: the runs of a cross-validated experiment, joined.
+
+A run is one fold's model trained with one seed (``cv.seeds`` per fold). Joined, the
+runs of an experiment give one prediction table with three parts:
+
+- ``oof``: out-of-fold predictions, every non-test image once, predicted by its fold's
+  models (the mean of their probabilities over seeds), none of which trained on it;
+- ``test`` and ``external``: the fold ensemble, the mean of all K x S models'
+  probabilities for every test (and external) image.
+
+evaluate and compare then treat ``oof`` like a test split. Each run's own validation
+scores (runs.csv) feed the corrected resampled t-test and the per-fold mean and SD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dermflow.atomic import write_csv, write_json
+from dermflow.errors import DatasetError
+from dermflow.evaluation.metrics import point
+from dermflow.evaluation.predictions import classes_of, probabilities
+
+log = logging.getLogger(__name__)
+
+KEYS = ["image_id", "lesion_id", "split", "source", "dx", "label"]
+
+
+def _mean(parts: list[pd.DataFrame], prob: list[str]) -> pd.DataFrame:
+    """Rows identified by image and split, probabilities averaged over the parts."""
+    stacked = pd.concat(parts, ignore_index=True)
+    mean = stacked.groupby(["split", "image_id"], sort=True)[prob].mean()
+    first = stacked.drop_duplicates(["split", "image_id"]).set_index(["split", "image_id"])
+    return first[[k for k in KEYS if k not in ("split", "image_id")]].join(mean).reset_index()
+
+
+def join_runs(runs: dict[tuple[int, int], pd.DataFrame]) -> pd.DataFrame:
+    """Out-of-fold rows (split ``oof``) and fold-ensemble rows (``test``, ``external``)."""
+    first = next(iter(runs.values()))
+    prob = [f"prob_{c}" for c in classes_of(first)]
+    folds = sorted({fold for fold, _ in runs})
+    oof = []
+    for fold in folds:
+        seeds = [t[t["split"] == "val"] for (f, _), t in runs.items() if f == fold]
+        oof.append(_mean(seeds, prob).assign(split="oof"))
+    oof_table = pd.concat(oof, ignore_index=True)
+    twice = oof_table["image_id"][oof_table["image_id"].duplicated()]
+    if len(twice):
+        raise DatasetError(f"images validated in more than one fold: {', '.join(twice[:5])}")
+    held_out = [t[t["split"].isin(["test", "external"])] for t in runs.values()]
+    if any(set(h["image_id"]) != set(held_out[0]["image_id"]) for h in held_out):
+        raise DatasetError("the folds' models were tested on different images; rerun the folds")
+    table = pd.concat([oof_table, _mean(held_out, prob)], ignore_index=True)
+    table["pred"] = table[prob].to_numpy().argmax(1)
+    return table[[*KEYS, *prob, "pred"]]
+
+
+def run_scores(fold: int, seed: int, predictions: pd.DataFrame,
+               metrics: dict[str, Any]) -> dict[str, Any]:
+    """One run's validation scores, with its sizes and a digest of its validation images
+    (runs of two experiments pair up only where they validated on the same images)."""
+    val = predictions[predictions["split"] == "val"]
+    ids = "\n".join(sorted(val["image_id"].astype(str)))
+    return {"fold": fold, "seed": seed, "n_val": len(val),
+            "n_train": int(sum(metrics["train_images"].values())),
+            "val_digest": hashlib.sha256(ids.encode()).hexdigest()[:16],
+            **point(val["label"].to_numpy(), probabilities(val))}
+
+
+def cross_predict(runs: dict[tuple[int, int], tuple[str, str]], *, out_predictions: str,
+                  out_runs: str, out_metrics: str) -> pd.DataFrame:
+    """Join an experiment's runs ((fold, seed) → its predictions.csv and metrics.json)."""
+    tables = {run: pd.read_csv(paths[0]) for run, paths in runs.items()}
+    trained = {run: json.loads(Path(paths[1]).read_text()) for run, paths in runs.items()}
+    joined = join_runs(tables)
+    scores = pd.DataFrame([run_scores(f, s, tables[(f, s)], trained[(f, s)])
+                           for f, s in sorted(runs)])
+    first = trained[min(runs)]
+    write_csv(joined, out_predictions)
+    write_csv(scores, out_runs)
+    write_json({
+        **{k: first[k] for k in ("experiment", "name", "balance", "model", "task",
+                                 "parameters_millions") if k in first},
+        "runs": len(runs), "training_seconds": sum(t["training_seconds"] for t in trained.values()),
+        "images_per_s": float(np.median([t["images_per_s"] for t in trained.values()])),
+        "per_run": [{"fold": f, "seed": s, "best_epoch": trained[(f, s)]["best_epoch"],
+                     "training_seconds": trained[(f, s)]["training_seconds"]}
+                    for f, s in sorted(runs)]}, out_metrics)
+    log.info("%d runs joined: %d out-of-fold, %d test, %d external predictions", len(runs),
+             *(int((joined["split"] == s).sum()) for s in ("oof", "test", "external")))
+    return joined
+
+
+def summarize_fold(fold: int, runs: dict[tuple[str, int], tuple[str, str]],
+                   out_csv: str) -> pd.DataFrame:
+    """One fold's validation scores for every experiment and seed ((name, seed) → paths)."""
+    rows = [{"experiment": name, **run_scores(fold, seed, pd.read_csv(paths[0]),
+                                              json.loads(Path(paths[1]).read_text()))}
+            for (name, seed), paths in sorted(runs.items())]
+    table = pd.DataFrame(rows)
+    write_csv(table, out_csv)
+    return table
