@@ -216,6 +216,12 @@ def experiment_data(wildcards):
 RUN_FILES = (("predictions", "predictions.csv"), ("metrics", "metrics.json"))  # of a run
 
 
+def dataset_labels():
+    """(label, fold, balance) of every dataset the leakage audit reads."""
+    balances = sorted({e["balance"] for e in EXPERIMENTS.values()})
+    return [(f"fold{f}_{b}" if CV else b, f, b) for f in range(FOLDS) for b in balances]
+
+
 def report_inputs(wildcards):
     """Every experiment's evaluation and metrics, every dataset, comparisons, quarantine."""
     inputs = {
@@ -226,10 +232,8 @@ def report_inputs(wildcards):
     for name in EXPERIMENTS:
         inputs[f"evaluation_{name}"] = f"{EVAL}/evaluation.json".format(experiment=name)
         inputs[f"metrics_{name}"] = f"{EVAL}/metrics.json".format(experiment=name)
-    for f in range(FOLDS):
-        for balance in sorted({e["balance"] for e in EXPERIMENTS.values()}):
-            key = f"fold{f}_{balance}" if CV else balance
-            inputs[f"dataset_{key}"] = at(f"{RUN}/datasets/{balance}/dataset.csv", f)
-            if balance in EXTRA_ARRAYS:
-                inputs[f"extra_{key}"] = at(EXTRA_ARRAYS[balance], f)
+    for label, fold, balance in dataset_labels():
+        inputs[f"dataset_{label}"] = at(f"{RUN}/datasets/{balance}/dataset.csv", fold)
+        if balance in EXTRA_ARRAYS:
+            inputs[f"extra_{label}"] = at(EXTRA_ARRAYS[balance], fold)
     return inputs

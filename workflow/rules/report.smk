@@ -135,6 +135,7 @@ rule report:
         rst="results/report/workflow.rst",
     params:
         experiments=config["experiments"],
+        datasets=dataset_labels(),
         protocol=config["protocol"],
         settings=config["report"],
         code=code_hash("dermflow.evaluation.report"),

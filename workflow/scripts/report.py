@@ -6,12 +6,11 @@ from dermflow.stage import run_stage
 with run_stage(snakemake):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     names = [e["name"] for e in par.experiments]
-    datasets = [key.removeprefix("dataset_") for key in inp.keys() if key.startswith("dataset_")]
     write_report(
         par.experiments,
         {n: inp[f"evaluation_{n}"] for n in names},
         {n: inp[f"metrics_{n}"] for n in names},
-        {d: (inp[f"dataset_{d}"], inp.get(f"extra_{d}")) for d in datasets},
+        {d: (inp[f"dataset_{d}"], inp.get(f"extra_{d}")) for d, _, _ in par.datasets},
         inp.cache,
         inp.comparisons,
         inp.quarantine,

@@ -1,0 +1,75 @@
+"""Joining a cross-validated experiment's runs, and the corrected resampled t-test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermflow.errors import DatasetError
+from dermflow.evaluation.crossval import join_runs, run_scores
+from dermflow.evaluation.significance import corrected_t_test
+
+CLASSES = ("a", "b")
+
+
+def run(fold: int, seed: int, val_ids: list[str], test_ids: list[str]) -> pd.DataFrame:
+    """One run's predictions: its validation fold, and the shared test images."""
+    rng = np.random.default_rng([fold, seed])
+    ids = val_ids + test_ids
+    p = rng.random(len(ids))
+    return pd.DataFrame({"image_id": ids, "lesion_id": ids,
+                         "split": ["val"] * len(val_ids) + ["test"] * len(test_ids),
+                         "source": "real", "dx": "a", "label": 0, "prob_a": p, "prob_b": 1 - p})
+
+
+FOLDS = [["v0", "v1"], ["v2", "v3"], ["v4"]]
+TEST = ["t0", "t1", "t2"]
+
+
+def test_out_of_fold_rows_cover_every_image_once_averaged_over_seeds():
+    runs = {(f, s): run(f, s, ids, TEST) for f, ids in enumerate(FOLDS) for s in range(2)}
+    joined = join_runs(runs).set_index(["split", "image_id"])
+    oof = joined.loc["oof"]
+    assert sorted(oof.index) == ["v0", "v1", "v2", "v3", "v4"]
+    for f, ids in enumerate(FOLDS):
+        seeds = [runs[(f, s)].set_index("image_id").loc[ids, "prob_a"] for s in range(2)]
+        assert oof.loc[ids, "prob_a"].to_numpy() == pytest.approx((seeds[0] + seeds[1]) / 2)
+
+
+def test_the_ensemble_is_the_mean_of_every_run_on_the_test_images():
+    runs = {(f, s): run(f, s, ids, TEST) for f, ids in enumerate(FOLDS) for s in range(2)}
+    joined = join_runs(runs)
+    test = joined[joined["split"] == "test"].set_index("image_id")
+    every = np.mean([r.set_index("image_id").loc[TEST, "prob_a"] for r in runs.values()], 0)
+    assert test.loc[TEST, "prob_a"].to_numpy() == pytest.approx(every)
+    assert (test["pred"] == (test["prob_b"] > test["prob_a"]).astype(int)).all()
+
+
+def test_an_image_validated_by_two_folds_is_an_error():
+    runs = {(0, 0): run(0, 0, ["v0", "v1"], TEST), (1, 0): run(1, 0, ["v1"], TEST)}
+    with pytest.raises(DatasetError, match="more than one fold: v1"):
+        join_runs(runs)
+
+
+def test_run_scores_name_the_validation_images_so_runs_pair_up():
+    a = run(0, 0, ["v0", "v1"], TEST)
+    metrics = {"train_images": {"real": 8, "synthetic": 4}}
+    first, again = run_scores(0, 0, a, metrics), run_scores(0, 1, a.iloc[::-1], metrics)
+    assert first["n_val"] == 2 and first["n_train"] == 12
+    assert first["val_digest"] == again["val_digest"]
+    assert run_scores(0, 0, run(0, 0, ["v0"], TEST), metrics)["val_digest"] != first["val_digest"]
+
+
+def test_corrected_t_test_against_a_hand_computed_case():
+    """d = (0.02, 0.05, -0.01, 0.04, 0.03): mean 0.026, s^2 = 0.00053; with n_val/n_train =
+    200/800 the variance is (1/5 + 1/4) s^2 = 0.0002385, se = 0.015443, t = 1.6835 on 4
+    degrees of freedom: two-sided p = 0.1676; t(0.975, 4) = 2.7764 gives 0.026 +- 0.04288.
+    The naive test (variance s^2 / 5) would say t = 2.525, p = 0.065: too optimistic."""
+    got = corrected_t_test(np.array([0.02, 0.05, -0.01, 0.04, 0.03]), 200, 800)
+    assert got["difference"] == pytest.approx(0.026)
+    assert got["p_value"] == pytest.approx(0.1676, abs=5e-4)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((0.026 - 0.04288, 0.026 + 0.04288),
+                                                            abs=5e-5)
+    assert got["share_a_better"] == pytest.approx(0.8)
+    assert np.isnan(corrected_t_test(np.array([0.1]), 1, 4)["p_value"])  # one run: no test
