@@ -4,14 +4,21 @@ from pathlib import Path
 
 from dermflow.atomic import write_csv
 from dermflow.stage import run_stage
-from dermflow.validate import validate_dataset
+from dermflow.validate import BadInputError, validate_dataset
 
-with run_stage(snakemake):
-    manifest, quarantine = validate_dataset(
-        snakemake.input.metadata,
-        [Path(p) for p in snakemake.input.images],
-        on_bad_input=snakemake.params.on_bad_input,
-        threads=snakemake.threads,
-    )
+with run_stage(snakemake) as log:
+    try:
+        manifest, quarantine = validate_dataset(
+            snakemake.input.metadata,
+            [Path(p) for p in snakemake.input.images],
+            on_bad_input=snakemake.params.on_bad_input,
+            threads=snakemake.threads,
+        )
+    except BadInputError as err:
+        # Snakemake deletes a failed job's outputs; the log folder keeps this list.
+        rejected = Path(snakemake.log[0]).with_suffix(".quarantine.csv")
+        write_csv(err.quarantine, rejected)
+        log.error("every row set aside, with its reason: %s", rejected)
+        raise
     write_csv(manifest, snakemake.output.manifest)
     write_csv(quarantine, snakemake.output.quarantine)
