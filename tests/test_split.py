@@ -88,3 +88,24 @@ def test_paper_pool_splits_real_and_synthetic_together():
     synthetic = pooled[pooled["source"] == "synthetic"]
     assert (synthetic["split"] != "train").sum() > 100  # the leak the paper's protocol has
     assert split_summary(pooled)["lesions_in_several_splits"] > 0
+
+
+@pytest.mark.parametrize("protocol", ["grouped", "paper"])
+def test_class_without_images_is_named_under_both_protocols(protocol):
+    table = ham_like()
+    with pytest.raises(DatasetError, match=r"class\(es\) vasc: 0 images in the manifest"):
+        make_split(table[table["dx"] != "vasc"], protocol, FRACTIONS, seed=0)
+
+
+def test_paper_split_names_a_class_without_test_images():
+    table = ham_like()
+    vasc = table.index[table["dx"] == "vasc"]
+    table = table.drop(vasc[4:])  # 4 images: stratification leaves the test split none
+    with pytest.raises(DatasetError, match=r"paper split: .*vasc: 4 image\(s\), .* 0 test"):
+        make_split(table, "paper", FRACTIONS, seed=0)
+
+
+def test_paper_split_of_too_few_images_is_a_dataset_error():
+    table = ham_like().groupby("dx").head(2)
+    with pytest.raises(DatasetError, match="paper split of 14 images"):
+        make_split(table, "paper", FRACTIONS, seed=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import copy_workflow, snakemake
 
@@ -28,3 +29,19 @@ def test_interrupted_writes_leave_no_temporaries(tmp_path, tiny_dataset):
     snakemake(workdir, *QUICK, local(tiny_dataset), "--until", "cache_images")
     assert (cache / "images_32.npy").is_file()
     assert not list(cache.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("protocol", ["grouped", "paper"])
+def test_fully_quarantined_class_stops_the_run_before_the_split(tmp_path, tiny_dataset, protocol):
+    meta = pd.read_csv(tiny_dataset / "HAM10000_metadata.csv")
+    for image_id in meta.loc[meta["dx"] == "df", "image_id"]:
+        (tiny_dataset / "HAM10000_images_part_1" / f"{image_id}.jpg").write_bytes(b"")
+    workdir = copy_workflow(tmp_path / "w")
+    proc = snakemake(workdir, *QUICK, local(tiny_dataset), "on_bad_input=quarantine",
+                     f"protocol={protocol}", "--until", "split_dataset", check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/validate_dataset.log").read_text()
+    assert "class df: 6 image(s) in the metadata, all quarantined (6 empty_file)" in log
+    rejected = pd.read_csv(workdir / "logs/validate_dataset.quarantine.csv")
+    assert set(rejected["reason"]) == {"empty file (0 bytes)"} and len(rejected) == 6
+    assert not (workdir / "results/split/split.csv").exists()
