@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_workflow, snakemake
+from conftest import copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 QUICK = ("--cores", "1", "--config", "hair_removal={enabled: false}", "image_size=32")
@@ -45,3 +45,22 @@ def test_fully_quarantined_class_stops_the_run_before_the_split(tmp_path, tiny_d
     rejected = pd.read_csv(workdir / "logs/validate_dataset.quarantine.csv")
     assert set(rejected["reason"]) == {"empty file (0 bytes)"} and len(rejected) == 6
     assert not (workdir / "results/split/split.csv").exists()
+
+
+def test_fixing_an_image_in_place_reruns_validation(tmp_path, tiny_dataset):
+    image = tiny_dataset / "HAM10000_images_part_1" / "ISIC_0000003.jpg"
+    good = image.read_bytes()
+    image.write_bytes(good[: len(good) // 2])
+    workdir = copy_workflow(tmp_path / "w")
+    args = (*QUICK, local(tiny_dataset), "on_bad_input=quarantine", "--until", "validate_dataset")
+    snakemake(workdir, *args)
+    assert pd.read_csv(workdir / "results/data/quarantine.csv")["image_id"].tolist() == [
+        "ISIC_0000003"]
+    assert planned_jobs(workdir, *args) == {}
+
+    with open(image, "r+b") as fh:  # in place: the folder's timestamp stays as it was
+        fh.write(good)
+    assert planned_jobs(workdir, *args) == {"validate_dataset": 1}
+    snakemake(workdir, *args)
+    assert pd.read_csv(workdir / "results/data/quarantine.csv").empty
+    assert planned_jobs(workdir, *args) == {}

@@ -15,7 +15,7 @@ from dermflow.codehash import code_hash
 from dermflow.config import validate_config
 from dermflow.errors import ConfigError
 from dermflow.recipes import experiment_settings as merged_settings
-from dermflow.validate import image_sources
+from dermflow.validate import image_sources, raw_fingerprint
 
 try:
     config.update(
@@ -60,6 +60,16 @@ def raw_images():
     if not sources:
         raise WorkflowError(f"dataset.path: no image zip or folder in {RAW}")
     return sources
+
+
+def local_fingerprint(*paths):
+    """Fingerprint of raw files on disk (names, sizes, mtimes), for a rule param.
+
+    Snakemake sees a folder input change only when the folder's own timestamp does,
+    not when an image in it is overwritten; with this param it reruns validation.
+    Raw data the workflow makes itself (download, demo) needs none.
+    """
+    return raw_fingerprint(paths) if SOURCE == "local" else ""
 
 
 def external_images():

@@ -61,6 +61,7 @@ rule validate_dataset:
         ),
     params:
         on_bad_input=config["on_bad_input"],
+        raw=local_fingerprint(raw_metadata(), *raw_images()),
         code=code_hash("dermflow.validate"),
     threads: 4
     log:
