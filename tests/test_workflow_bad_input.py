@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 from conftest import copy_workflow, planned_jobs, snakemake
 
+from dermflow.demo import make_external_test
+from dermflow.isic2018 import GROUND_TRUTH_TAB
+
 pytestmark = pytest.mark.workflow
 QUICK = ("--cores", "1", "--config", "hair_removal={enabled: false}", "image_size=32")
 
@@ -64,3 +67,22 @@ def test_fixing_an_image_in_place_reruns_validation(tmp_path, tiny_dataset):
     snakemake(workdir, *args)
     assert pd.read_csv(workdir / "results/data/quarantine.csv").empty
     assert planned_jobs(workdir, *args) == {}
+
+
+def test_external_ground_truth_as_published_on_dataverse(tmp_path, tiny_dataset):
+    truth = make_external_test(tiny_dataset, n_images=100, width=40, height=30, seed=3,
+                               layout="metadata", missing=1)
+    assert (tiny_dataset / GROUND_TRUTH_TAB).is_file()
+    workdir = copy_workflow(tmp_path / "w")
+    snakemake(workdir, *QUICK, "on_bad_input=fail",
+              f"dataset={{source: local, path: {tiny_dataset}, external_test: true}}",
+              "--until", "prepare_external", "validate_dataset")
+    index = pd.read_csv(workdir / "results/external/index_32.csv")
+    assert len(index) == 99 and set(index["lesion_id"]) <= set(truth["lesion_id"])
+    quarantine = pd.read_csv(workdir / "results/external/quarantine.csv")
+    assert quarantine["image_id"].tolist() == [truth["image_id"].iloc[-1]]
+    log = (workdir / "logs/prepare_external.log").read_text()
+    assert "WARNING dermflow.external: external test set: 1 ground-truth row(s) without an " \
+           "image" in log
+    manifest = pd.read_csv(workdir / "results/data/manifest.csv")
+    assert len(manifest) == 42, "the external images are not HAM10000's"

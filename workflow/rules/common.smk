@@ -81,6 +81,15 @@ def external_images():
     return [zipped]
 
 
+def external_ground_truth():
+    """The ISIC 2018 Task 3 ground truth; on disk, the Dataverse record's `.tab` name too."""
+    csv = f"{RAW}/{EXTERNAL_FILES[1]}"
+    tab = csv.removesuffix(".csv") + ".tab"
+    if SOURCE == "local" and not Path(csv).exists() and Path(tab).exists():
+        return tab
+    return csv
+
+
 def external_cache():
     """The external test set's image cache and index, when dataset.external_test is on."""
     if not DATASET["external_test"]:
