@@ -132,9 +132,10 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {ADDRESS.sub('', str(err)).strip() or 'no details'}"
 
 
-def _too_large(pixels: int, size: str = "") -> ImageCheck:
-    return ImageCheck("too_large", f"image too large: {size}{pixels / 1e6:.1f} megapixels, over "
-                      f"dermflow's limit of {MAX_PIXELS / 1e6:.0f} (see README, 'Validation')")
+def _too_large(size: str) -> ImageCheck:
+    """The size policy's reason, ``size`` as far as it is known."""
+    return ImageCheck("too_large", f"image too large: {size}, over dermflow's limit of "
+                      f"{MAX_PIXELS / 1e6:.0f} megapixels (see README, 'Validation')")
 
 
 def check_image(ref: str) -> ImageCheck:
@@ -146,15 +147,16 @@ def check_image(ref: str) -> ImageCheck:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             if width * height > MAX_PIXELS:
-                return _too_large(width * height, f"{width}x{height} = ")
+                return _too_large(f"{width}x{height} = {width * height / 1e6:.1f} megapixels")
             img.load()
             mode = img.mode
             oriented = img.getexif().get(EXIF_ORIENTATION, 1) != 1
     except DatasetError as err:
         return ImageCheck("unreadable", f"cannot read the file ({_describe(err.__cause__ or err)})")
-    except Image.DecompressionBombError as err:  # over Pillow's limit: the size is in the text
+    except Image.DecompressionBombError as err:  # over Pillow's limit, checked on opening
         pixels = re.search(r"(\d+) pixels", str(err))
-        return _too_large(int(pixels.group(1)) if pixels else MAX_PIXELS + 1)
+        return _too_large(f"{int(pixels.group(1)) / 1e6:.1f} megapixels" if pixels
+                          else "over Pillow's decompression-bomb limit")
     except UnidentifiedImageError:
         return ImageCheck("unreadable", "not a readable image (not a JPEG or PNG file, or its "
                                         "header is damaged)")

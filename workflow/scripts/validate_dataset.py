@@ -6,6 +6,8 @@ from dermflow.atomic import write_csv
 from dermflow.stage import run_stage
 from dermflow.validate import BadInputError, validate_dataset
 
+# Snakemake deletes a failed job's outputs; when validation stops, its rows go here.
+rejected = Path(snakemake.log[0]).with_suffix(".quarantine.csv")
 with run_stage(snakemake) as log:
     try:
         manifest, quarantine = validate_dataset(
@@ -15,10 +17,9 @@ with run_stage(snakemake) as log:
             threads=snakemake.threads,
         )
     except BadInputError as err:
-        # Snakemake deletes a failed job's outputs; the log folder keeps this list.
-        rejected = Path(snakemake.log[0]).with_suffix(".quarantine.csv")
         write_csv(err.quarantine, rejected)
         log.error("every row set aside, with its reason: %s", rejected)
         raise
+    rejected.unlink(missing_ok=True)  # from an earlier failed run
     write_csv(manifest, snakemake.output.manifest)
     write_csv(quarantine, snakemake.output.quarantine)
