@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 
@@ -15,7 +16,13 @@ from PIL import Image
 from dermflow.cli import main
 from dermflow.errors import DatasetError
 from dermflow.images import read_rgb
-from dermflow.validate import MAX_PIXELS, BadInputError, image_sources, validate_dataset
+from dermflow.validate import (
+    MAX_PIXELS,
+    BadInputError,
+    image_sources,
+    raw_fingerprint,
+    validate_dataset,
+)
 
 
 def digest(root):
@@ -206,3 +213,22 @@ def test_cli_validate_names_its_option_and_writes_the_quarantine(broken_dataset,
     assert main(["validate", str(root), str(tmp_path / "out"), "--on-bad-input",
                  "quarantine"]) == 0
     assert len(pd.read_csv(tmp_path / "out" / "manifest.csv")) == 33
+
+
+def test_fingerprint_follows_files_in_folders_and_zips(tiny_dataset):
+    folder = tiny_dataset / "HAM10000_images_part_1"
+    archive = tiny_dataset / "extra.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ISIC_9999999.jpg", b"x")
+    sources = [folder, archive]
+    before = raw_fingerprint(sources)
+    (folder / ".DS_Store").write_bytes(b"finder")  # hidden files are not read, nor counted
+    assert raw_fingerprint(sources) == before == raw_fingerprint(sources[::-1])
+    with open(folder / "ISIC_0000003.jpg", "r+b") as fh:  # in place, same size
+        fh.write(b"\0")
+    os.utime(folder / "ISIC_0000003.jpg", ns=(0, 10**18))
+    changed = raw_fingerprint(sources)
+    assert changed != before
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("ISIC_9999998.jpg", b"y")
+    assert raw_fingerprint(sources) != changed
