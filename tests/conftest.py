@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -52,31 +54,54 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return root
 
 
+def write_png_header(path: Path, width: int, height: int) -> None:
+    """A PNG that declares an 8-bit RGB image of width x height and holds no pixels.
+
+    Enough to test size limits: they act on the header, before any decoding.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
 @pytest.fixture
 def broken_dataset(tiny_dataset: Path) -> tuple[Path, dict[str, str]]:
-    """tiny_dataset broken seven ways; returns (root, image_id → expected reason)."""
+    """tiny_dataset broken nine ways, every class keeping images; (root, image_id → reason).
+
+    One exact repeat of a metadata row is no fault: it is kept once.
+    """
     root = tiny_dataset
     images = root / "HAM10000_images_part_1"
     meta = pd.read_csv(root / "HAM10000_metadata.csv")
     data = (images / "ISIC_0000000.jpg").read_bytes()
     (images / "ISIC_0000000.jpg").write_bytes(data[: len(data) // 2])
-    (images / "ISIC_0000001.jpg").unlink()
-    meta.loc[meta["image_id"] == "ISIC_0000002", "dx"] = "melanoma"
+    (images / "ISIC_0000001.jpg").write_bytes(b"")
+    (images / "ISIC_0000006.jpg").unlink()
+    (images / "ISIC_0000007.jpg").unlink()
+    write_png_header(images / "ISIC_0000007.png", 14000, 13000)  # over Pillow's bomb limit
+    meta.loc[meta["image_id"] == "ISIC_0000012", "dx"] = "melanoma"
     gray = np.full((30, 40), 128, np.uint8)
-    cv2.imwrite(str(images / "ISIC_0000003.jpg"), gray)
-    (images / "ISIC_0000004.jpg").unlink()
-    cv2.imwrite(str(images / "ISIC_0000004.png"), np.full((30, 40, 4), 200, np.uint8))
-    (images / "ISIC_0000005.jpg").write_text("not an image")
-    meta = pd.concat([meta, meta[meta["image_id"] == "ISIC_0000006"]])
+    cv2.imwrite(str(images / "ISIC_0000018.jpg"), gray)
+    (images / "ISIC_0000024.jpg").unlink()
+    cv2.imwrite(str(images / "ISIC_0000024.png"), np.full((30, 40, 4), 200, np.uint8))
+    (images / "ISIC_0000030.jpg").write_text("not an image")
+    conflicting = meta[meta["image_id"] == "ISIC_0000036"].assign(lesion_id="HAM_other")
+    meta = pd.concat([meta, conflicting, meta[meta["image_id"] == "ISIC_0000013"]])
     meta.to_csv(root / "HAM10000_metadata.csv", index=False)
     return root, {
         "ISIC_0000000": "not a readable image",
-        "ISIC_0000001": "missing file",
-        "ISIC_0000002": "unknown dx 'melanoma'",
-        "ISIC_0000003": "colour mode L",
-        "ISIC_0000004": "colour mode RGBA",
-        "ISIC_0000005": "not a readable image",
-        "ISIC_0000006": "duplicate image_id",
+        "ISIC_0000001": "empty file (0 bytes)",
+        "ISIC_0000006": "missing file",
+        "ISIC_0000007": "image too large",
+        "ISIC_0000012": "unknown dx 'melanoma'",
+        "ISIC_0000018": "colour mode L",
+        "ISIC_0000024": "colour mode RGBA",
+        "ISIC_0000030": "not a readable image",
+        "ISIC_0000036": "image_id on lines 38, 44 of HAM10000_metadata.csv with different "
+                        "lesion_id",
     }
 
 

@@ -130,3 +130,24 @@ def test_paper_pool_folds_deal_real_and_synthetic_images_together():
     vals = [set(p.loc[p["split"] == "val", "image_id"]) for p in pools]
     assert not vals[0] & vals[1] and len(set.union(*vals)) == len(pools[0]) - len(tests[0])
     assert (pools[0].loc[pools[0]["split"] == "val", "source"] == "synthetic").any()
+
+
+@pytest.mark.parametrize("protocol", ["grouped", "paper"])
+def test_class_without_images_is_named_under_both_protocols(protocol):
+    table = ham_like()
+    with pytest.raises(DatasetError, match=r"class\(es\) vasc: 0 images in the manifest"):
+        make_split(table[table["dx"] != "vasc"], protocol, FRACTIONS, seed=0)
+
+
+def test_paper_split_names_a_class_without_test_images():
+    table = ham_like()
+    vasc = table.index[table["dx"] == "vasc"]
+    table = table.drop(vasc[4:])  # 4 images: stratification leaves the test split none
+    with pytest.raises(DatasetError, match=r"paper split: .*vasc: 4 image\(s\), .* 0 test"):
+        make_split(table, "paper", FRACTIONS, seed=0)
+
+
+def test_paper_split_of_too_few_images_is_a_dataset_error():
+    table = ham_like().groupby("dx").head(2)
+    with pytest.raises(DatasetError, match="paper split of 14 images"):
+        make_split(table, "paper", FRACTIONS, seed=0)

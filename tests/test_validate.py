@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_png_header
+from PIL import Image
 
-from dermflow.data.validate import image_sources, validate_dataset
+from dermflow.cli import main
+from dermflow.data.images import read_rgb
+from dermflow.data.validate import (
+    MAX_PIXELS,
+    BadInputError,
+    image_sources,
+    raw_fingerprint,
+    validate_dataset,
+)
 from dermflow.errors import DatasetError
 
 
@@ -66,3 +78,157 @@ def test_missing_metadata_column_is_named(tiny_dataset):
     meta.to_csv(tiny_dataset / "HAM10000_metadata.csv", index=False)
     with pytest.raises(DatasetError, match="lacks column.*lesion_id"):
         validate_dataset(tiny_dataset / "HAM10000_metadata.csv", image_sources(tiny_dataset))
+
+
+def validate(root, on_bad_input="quarantine", **kwargs):
+    return validate_dataset(root / "HAM10000_metadata.csv", image_sources(root), on_bad_input,
+                            **kwargs)
+
+
+@pytest.mark.parametrize(("size", "limit"), [((14000, 13000), "Pillow's"), ((9000, 8000), "ours")])
+def test_oversized_image_is_a_named_quarantinable_reason(tiny_dataset, size, limit):
+    target = tiny_dataset / "HAM10000_images_part_1" / "ISIC_0000009.jpg"
+    target.unlink()
+    write_png_header(target.with_suffix(".png"), *size)
+    manifest, quarantine = validate(tiny_dataset)
+    row = quarantine.set_index("image_id").loc["ISIC_0000009"]
+    assert row["problem"] == "too_large"
+    assert f"{size[0] * size[1] / 1e6:.1f} megapixels" in row["reason"]
+    assert f"limit of {MAX_PIXELS // 1_000_000} megapixels" in row["reason"]
+    assert len(manifest) == 41
+
+
+def test_reasons_are_the_same_on_every_run(broken_dataset):
+    root, _ = broken_dataset
+    first = validate(root)[1]
+    pd.testing.assert_frame_equal(first, validate(root, threads=3)[1])
+    assert not first["reason"].str.contains("0x").any()
+    assert "cannot identify" not in " ".join(first["reason"])
+
+
+def test_failure_counts_problems_and_names_the_option(broken_dataset):
+    root, _ = broken_dataset
+    with pytest.raises(BadInputError) as err:
+        validate(root, "fail", hint="rerun with --on-bad-input quarantine")
+    message = str(err.value)
+    assert "10 bad input(s)" in message and "1 too_large, 2 unreadable" in message
+    assert "rerun with --on-bad-input quarantine" in message
+    assert len(err.value.quarantine) == 10  # the conflicting image_id's two rows
+
+
+def test_quarantine_is_a_warning_with_counts_per_problem(broken_dataset, caplog):
+    root, _ = broken_dataset
+    validate(root)
+    warning = [r for r in caplog.records if "quarantined" in r.getMessage()][0]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith("quarantined 10 of 43 metadata rows: 2 colour_mode, "
+                                           "2 duplicate, 1 dx, 1 empty_file")
+
+
+def test_exact_repeats_are_kept_once_and_conflicts_name_their_lines(tiny_dataset, caplog):
+    meta = pd.read_csv(tiny_dataset / "HAM10000_metadata.csv")
+    pd.concat([meta, meta.iloc[[4, 4]]]).to_csv(tiny_dataset / "HAM10000_metadata.csv",
+                                                index=False)
+    manifest, quarantine = validate(tiny_dataset, "fail")
+    assert len(manifest) == 42 and quarantine.empty
+    assert "ISIC_0000004 is listed 3 times, identically (lines 6, 44, 45); kept once" in caplog.text
+
+
+def test_dx_differing_in_case_or_spaces_is_normalised_and_logged(tiny_dataset, caplog):
+    meta = pd.read_csv(tiny_dataset / "HAM10000_metadata.csv")
+    meta.loc[meta["dx"] == "mel", "dx"] = ["MEL", "mel  ", "Mel", "mel", "mel", "MEL"]
+    meta.to_csv(tiny_dataset / "HAM10000_metadata.csv", index=False)
+    manifest, quarantine = validate(tiny_dataset, "fail")
+    assert quarantine.empty and (manifest["dx"] == "mel").sum() == 6
+    assert "dx normalised (case, spaces) on 4 row(s): 'MEL' -> 'mel' (2)" in caplog.text
+
+
+@pytest.mark.parametrize("protocol_free", ["absent", "quarantined"])
+def test_class_without_usable_image_fails_naming_it(tiny_dataset, protocol_free):
+    meta = pd.read_csv(tiny_dataset / "HAM10000_metadata.csv")
+    df = meta["dx"] == "df"
+    if protocol_free == "absent":
+        meta = meta[~df]
+        expected = "class df: 0 rows in the metadata"
+    else:
+        for image_id in meta.loc[df, "image_id"]:
+            (tiny_dataset / "HAM10000_images_part_1" / f"{image_id}.jpg").write_text("broken")
+        expected = "class df: 6 image(s) in the metadata, all quarantined (6 unreadable)"
+    meta.to_csv(tiny_dataset / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(BadInputError, match="no usable image of class") as err:
+        validate(tiny_dataset)
+    assert expected in str(err.value)
+    assert len(err.value.quarantine) == (0 if protocol_free == "absent" else 6)
+    assert len(validate(tiny_dataset, required_classes=())[0]) == 36
+
+
+def test_all_rows_rejected_gives_the_reasons(tiny_dataset):
+    for image in (tiny_dataset / "HAM10000_images_part_1").iterdir():
+        image.write_bytes(b"")
+    with pytest.raises(BadInputError, match=r"all 42 row\(s\) quarantined \(42 empty_file\)"
+                       ) as err:
+        validate(tiny_dataset)
+    assert "ISIC_0000000" in str(err.value) and len(err.value.quarantine) == 42
+
+
+def test_missing_files_can_be_tolerated(tiny_dataset):
+    (tiny_dataset / "HAM10000_images_part_1" / "ISIC_0000003.jpg").unlink()
+    manifest, quarantine = validate(tiny_dataset, "fail", missing_is_bad=False)
+    assert len(manifest) == 41 and quarantine["problem"].tolist() == ["missing_file"]
+
+
+def test_exif_orientation_is_ignored_and_the_size_used_is_recorded(tiny_dataset):
+    path = tiny_dataset / "HAM10000_images_part_1" / "ISIC_0000003.jpg"
+    image = Image.fromarray(np.zeros((30, 40, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(path, exif=exif.tobytes())
+    manifest, _ = validate(tiny_dataset, "fail")
+    row = manifest.set_index("image_id").loc["ISIC_0000003"]
+    assert (row["width"], row["height"]) == (40, 30)
+    assert read_rgb(row["path"]).shape == (row["height"], row["width"], 3)
+
+
+def test_images_beside_the_metadata_are_found(tiny_dataset):
+    folder = tiny_dataset / "HAM10000_images_part_1"
+    for image in folder.iterdir():
+        image.rename(tiny_dataset / image.name)
+    folder.rmdir()
+    (tiny_dataset / "ISIC2018_Task3_Test_Images").mkdir()  # the external set is not HAM10000
+    shutil.copy(tiny_dataset / "ISIC_0000000.jpg", tiny_dataset / "ISIC2018_Task3_Test_Images")
+    assert image_sources(tiny_dataset) == [tiny_dataset]
+    assert len(validate(tiny_dataset, "fail")[0]) == 42
+
+
+def test_cli_validate_names_its_option_and_writes_the_quarantine(broken_dataset, tmp_path,
+                                                                  capsys):
+    root, expected = broken_dataset
+    assert main(["validate", str(root), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "rerun with --on-bad-input quarantine" in err and "on_bad_input:" not in err
+    assert "Traceback" not in err
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert set(quarantine["image_id"]) == set(expected)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+    assert main(["validate", str(root), str(tmp_path / "out"), "--on-bad-input",
+                 "quarantine"]) == 0
+    assert len(pd.read_csv(tmp_path / "out" / "manifest.csv")) == 33
+
+
+def test_fingerprint_follows_files_in_folders_and_zips(tiny_dataset):
+    folder = tiny_dataset / "HAM10000_images_part_1"
+    archive = tiny_dataset / "extra.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ISIC_9999999.jpg", b"x")
+    sources = [folder, archive]
+    before = raw_fingerprint(sources)
+    (folder / ".DS_Store").write_bytes(b"finder")  # hidden files are not read, nor counted
+    assert raw_fingerprint(sources) == before == raw_fingerprint(sources[::-1])
+    with open(folder / "ISIC_0000003.jpg", "r+b") as fh:  # in place, same size
+        fh.write(b"\0")
+    os.utime(folder / "ISIC_0000003.jpg", ns=(0, 10**18))
+    changed = raw_fingerprint(sources)
+    assert changed != before
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("ISIC_9999998.jpg", b"y")
+    assert raw_fingerprint(sources) != changed

@@ -119,11 +119,14 @@ def test_bad_inputs_through_the_dag(tmp_path, broken_dataset):
         assert image_id in log and reason in log
     assert "Traceback" not in log
     assert not (workdir / "results/data/manifest.csv").exists()
+    rejected = workdir / "logs/validate_dataset.quarantine.csv"
+    assert set(pd.read_csv(rejected)["image_id"]) == set(expected)
 
     snakemake(workdir, *args, "on_bad_input=quarantine")
     quarantine = pd.read_csv(workdir / "results/data/quarantine.csv")
     manifest = pd.read_csv(workdir / "results/data/manifest.csv")
     assert set(quarantine["image_id"]) == set(expected)
+    assert not rejected.exists()
     assert not set(manifest["image_id"]) & set(expected)
 
 

@@ -1,10 +1,16 @@
-"""Atomic writes: a crash never leaves a half-written output behind."""
+"""Atomic writes: a crash never leaves a half-written output behind.
+
+The temporary file sits beside its target as ``.<name>.<random>.tmp`` (same file
+system, so the rename is atomic); ``stale_temporaries`` finds those a killed job
+left, so the next run of the job can remove them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,15 +19,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# mkstemp's names (earlier dermflow versions) and ours: 8 characters of [a-z0-9_].
+_RANDOM_PART = r"[a-z0-9_]{8}"
+
+
+def _create_temporary(target: Path) -> Path:
+    """A new empty file beside ``target``, created with the mode a plain write would give.
+
+    ``tempfile.mkstemp`` creates files with mode 0600, which survives the rename and
+    hides results from colleagues; ``os.open`` with 0666 lets the umask (and default
+    ACLs) decide, as ``open(path, "w")`` does.
+    """
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files of ``path`` that an interrupted atomic write left beside it."""
+    target = Path(path)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{_RANDOM_PART}\.tmp")
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temporary(target)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -47,13 +47,21 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from dermflow.data.validate import image_sources, validate_dataset
+    from dermflow.data.validate import BadInputError, image_sources, validate_dataset
 
-    root = Path(args.dataset)
-    manifest, quarantine = validate_dataset(root / args.metadata, image_sources(root),
-                                            args.on_bad_input, threads=args.threads)
-    write_csv(manifest, Path(args.out) / "manifest.csv")
-    write_csv(quarantine, Path(args.out) / "quarantine.csv")
+    root, out = Path(args.dataset), Path(args.out)
+    try:
+        manifest, quarantine = validate_dataset(root / args.metadata, image_sources(root),
+                                                args.on_bad_input, threads=args.threads,
+                                                hint="rerun with --on-bad-input quarantine")
+    except BadInputError as err:
+        (out / "manifest.csv").unlink(missing_ok=True)  # an earlier run's would mislead
+        write_csv(err.quarantine, out / "quarantine.csv")
+        print(f"dermflow: every row set aside, with its reason: {out / 'quarantine.csv'}",
+              file=sys.stderr)
+        raise
+    write_csv(manifest, out / "manifest.csv")
+    write_csv(quarantine, out / "quarantine.csv")
     print(f"{len(manifest)} usable images, {len(quarantine)} quarantined")
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dermflow.atomic import stale_temporaries
 from dermflow.errors import DermflowError
 from dermflow.logs import FORMAT
 from dermflow.provenance import write_provenance
@@ -16,13 +20,72 @@ from dermflow.provenance import write_provenance
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
+
+
+class OutputsBusyError(DermflowError):
+    """An earlier instance of the same job still runs and writes the same outputs."""
+
+
+def lock_path(outputs: Sequence[str | os.PathLike[str]]) -> Path:
+    """The lock file of a job: ``.<first output>.lock`` beside its first output.
+
+    Snakemake never gives two jobs the same output, so the first output names the
+    job; the lock sits beside it, not in it, as Snakemake deletes directory outputs
+    before a job runs.
+    """
+    first = Path(outputs[0])
+    return first.with_name(f".{first.name}.lock")
+
+
+@contextmanager
+def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Claim a job's outputs while it runs, then delete what an interrupted run left.
+
+    When Snakemake itself is killed its running jobs go on as orphans, and a rerun
+    would start a second instance writing the same files. The job flocks its lock
+    file (the kernel releases it when the process ends, however it ends), so the
+    second instance stops with a message naming the first; once the claim is held,
+    no one else writes these outputs, so their stale ``.<name>.<random>.tmp`` files
+    (a killed job's atomic writes) can go.
+    """
+    path = lock_path(outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = (os.pread(fd, 200, 0).decode(errors="replace").split() + ["?", "?"])[:2]
+            raise OutputsBusyError(
+                f"rule {rule}: an earlier instance of this job (pid {pid} on {host}) still "
+                f"holds its outputs ({', '.join(map(str, outputs))}), probably left running "
+                "when Snakemake was killed. Wait for it to finish or end it "
+                f"(`kill {pid}` on {host}), then rerun; see README, 'When a run is "
+                "interrupted'") from None
+        except OSError as err:  # a file system without flock: run, unguarded
+            log.warning("cannot lock %s (%s): a second instance of this job would not be "
+                        "noticed", path, err)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        for output in outputs:
+            for stale in stale_temporaries(output):
+                log.info("removing %s, left behind by an interrupted run", stale)
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)
+
 
 @contextmanager
 def run_stage(smk: Any) -> Iterator[logging.Logger]:
     """Log to the rule's log file and stderr; on success record provenance beside the outputs.
 
-    Expected failures (bad data, bad config, offline) end the job with status 1 and
-    one readable message in the log; anything else is a bug and keeps its traceback.
+    The job holds its outputs while it runs (``hold_outputs``). Expected failures
+    (bad data, bad config, offline, a job already running) end the job with status 1
+    and one readable message in the log; anything else is a bug, and its traceback
+    goes to the log too.
     """
     log_path = Path(smk.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,10 +97,14 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     root.setLevel(logging.INFO)
     logger = logging.getLogger(f"dermflow.{smk.rule}")
     try:
-        yield logger
-        write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
+        with hold_outputs(smk.rule, list(smk.output)):
+            yield logger
+            write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
     except DermflowError as err:
         logger.error("%s", err)
+        raise SystemExit(1) from None
+    except Exception:
+        logger.exception("unexpected error, a bug in dermflow: please report it with this log")
         raise SystemExit(1) from None
     finally:
         for handler in handlers:

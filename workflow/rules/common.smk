@@ -13,7 +13,7 @@ export_src(SRC)
 
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config
-from dermflow.data.validate import image_sources
+from dermflow.data.validate import image_sources, raw_fingerprint
 from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import GENERATORS, generator_kind
@@ -64,6 +64,16 @@ def raw_images():
     return sources
 
 
+def local_fingerprint(*paths):
+    """Fingerprint of raw files on disk (names, sizes, mtimes), for a rule param.
+
+    Snakemake sees a folder input change only when the folder's own timestamp does,
+    not when an image in it is overwritten; with this param it reruns validation.
+    Raw data the workflow makes itself (download, demo) needs none.
+    """
+    return raw_fingerprint(paths) if SOURCE == "local" else ""
+
+
 def external_images():
     """The ISIC 2018 Task 3 test images: the published zip, or its unpacked folder on disk."""
     zipped = f"{RAW}/{EXTERNAL_FILES[0]}"
@@ -71,6 +81,15 @@ def external_images():
     if SOURCE == "local" and not Path(zipped).exists() and Path(folder).is_dir():
         return [folder]
     return [zipped]
+
+
+def external_ground_truth():
+    """The ISIC 2018 Task 3 ground truth; on disk, the Dataverse record's `.tab` name too."""
+    csv = f"{RAW}/{EXTERNAL_FILES[1]}"
+    tab = csv.removesuffix(".csv") + ".tab"
+    if SOURCE == "local" and not Path(csv).exists() and Path(tab).exists():
+        return tab
+    return csv
 
 
 def external_cache():

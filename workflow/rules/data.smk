@@ -61,6 +61,7 @@ rule validate_dataset:
         ),
     params:
         on_bad_input=config["on_bad_input"],
+        raw=local_fingerprint(raw_metadata(), *raw_images()),
         code=code_hash("dermflow.data.validate"),
     threads: 4
     log:
@@ -77,7 +78,7 @@ if DATASET["external_test"]:
 
     rule prepare_external:
         input:
-            ground_truth=f"{RAW}/{EXTERNAL_FILES[1]}",
+            ground_truth=external_ground_truth(),
             images=external_images(),
         output:
             cache=f"results/external/images_{config['image_size']}.npy",
@@ -87,6 +88,7 @@ if DATASET["external_test"]:
         params:
             hair=config["hair_removal"],
             on_bad_input=config["on_bad_input"],
+            raw=local_fingerprint(external_ground_truth(), *external_images()),
             size=config["image_size"],
             code=code_hash("dermflow.data.external"),
         threads: 8

@@ -23,7 +23,7 @@ import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv
 from dermflow.data.images import write_image
-from dermflow.data.isic2018 import GROUND_TRUTH, IMAGES, ISIC_COLUMNS
+from dermflow.data.isic2018 import GROUND_TRUTH, GROUND_TRUTH_TAB, IMAGES, ISIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -223,23 +223,39 @@ def make_demo_dataset(out_dir: str | os.PathLike[str], *, n_images: int = 320, w
 
 
 def make_external_test(out_dir: str | os.PathLike[str], *, n_images: int = 100,
-                       width: int = 100, height: int = 75, seed: int = 1) -> pd.DataFrame:
-    """A demo stand-in for ISIC 2018 Task 3's test set, in its published layout.
+                       width: int = 100, height: int = 75, seed: int = 1,
+                       layout: str = "onehot", missing: int = 0) -> pd.DataFrame:
+    """A demo stand-in for ISIC 2018 Task 3's test set, in one of its published layouts.
 
     ``ISIC2018_Task3_Test_Images.zip`` (images under ``ISIC2018_Task3_Test_Images/``)
-    and ``ISIC2018_Task3_Test_GroundTruth.csv`` (one-hot columns), drawn like the
-    demo dataset but from another seed, so no lesion is shared with it.
+    and the ground truth: ``layout='onehot'`` writes the challenge's
+    ``ISIC2018_Task3_Test_GroundTruth.csv`` (one-hot columns), ``'metadata'`` the
+    Dataverse record's tab-separated ``ISIC2018_Task3_Test_GroundTruth.tab`` (HAM10000
+    metadata columns). The last ``missing`` images are listed in the ground truth but
+    left out of the zip, as the published zip lacks one. Drawn like the demo dataset
+    but from another seed, so no lesion is shared with it. Returns the ground truth.
     """
+    if layout not in ("onehot", "metadata"):
+        raise ValueError(f"layout: unknown value {layout!r}; onehot or metadata")
     out = Path(out_dir)
     rows = []
     with atomic_path(out / f"{IMAGES}.zip") as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        for meta, image_id, hairy, _, _ in _lesion_images(n_images, width, height, seed,
-                                                          9500000):
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(hairy, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-            zf.writestr(f"{IMAGES}/{image_id}.jpg", jpeg.tobytes())
-            rows.append({"image": image_id, **{k: float(meta["dx"] == v)
-                                               for k, v in ISIC_COLUMNS.items()}})
-    table = pd.DataFrame(rows)
-    write_csv(table, out / f"{GROUND_TRUTH}")
+        for n, (meta, image_id, hairy, _, _) in enumerate(
+                _lesion_images(n_images, width, height, seed, 9500000)):
+            if n < n_images - missing:
+                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(hairy, cv2.COLOR_RGB2BGR),
+                                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+                zf.writestr(f"{IMAGES}/{image_id}.jpg", jpeg.tobytes())
+            rows.append((meta, image_id))
+    if layout == "onehot":
+        table = pd.DataFrame([{"image": image_id, **{k: float(meta["dx"] == v)
+                                                     for k, v in ISIC_COLUMNS.items()}}
+                              for meta, image_id in rows])
+        write_csv(table, out / GROUND_TRUTH)
+    else:
+        table = pd.DataFrame([{**meta, "image_id": image_id, "dataset": "demo"}
+                              for meta, image_id in rows],
+                             columns=[*COLUMNS, "dataset"])
+        with atomic_path(out / GROUND_TRUTH_TAB) as tmp:
+            table.to_csv(tmp, sep="\t", index=False)
     return table

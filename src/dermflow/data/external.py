@@ -2,7 +2,11 @@
 
 The images go through the same validation (bad ones fail or are quarantined, as
 ``on_bad_input`` says), the same hair removal and the same square resize as
-HAM10000's, into their own image cache; no model ever trains on them.
+HAM10000's, into their own image cache; no model ever trains on them. A
+ground-truth row without an image is no bad input here: the published zip lacks
+one of the 1,512 images its ground truth lists. Such rows are left out with a
+warning and stay in quarantine.csv (problem ``missing_file``), where the report
+can count them. Classes need not all be present: nothing is split or trained.
 """
 
 from __future__ import annotations
@@ -29,8 +33,14 @@ def prepare_external(ground_truth: str | os.PathLike[str], sources: list[Path], 
     """Validate, clean and cache the external test images; returns the cache index."""
     meta_path = Path(hair_dir) / "metadata.csv"
     write_csv(ground_truth_metadata(ground_truth), meta_path)
-    manifest, quarantine = validate_dataset(meta_path, sources, on_bad_input, threads=threads)
+    manifest, quarantine = validate_dataset(meta_path, sources, on_bad_input, threads=threads,
+                                            required_classes=(), missing_is_bad=False)
     write_csv(quarantine, out_quarantine)
+    missing = int((quarantine["problem"] == "missing_file").sum())
+    if missing:
+        log.warning("external test set: %d ground-truth row(s) without an image in %s, left "
+                    "out (problem missing_file in %s)", missing,
+                    ", ".join(map(str, sources)), out_quarantine)
     if hair is not None:
         cleaned = remove_hair_all(manifest, Path(hair_dir) / "images", Path(hair_dir) / "masks",
                                   hair, threads=threads)

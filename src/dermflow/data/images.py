@@ -1,7 +1,10 @@
 """Reading and writing images, from folders or straight out of zip archives.
 
 An image reference is a path, or ``archive.zip::member`` for a file inside a zip,
-so the published HAM10000 zips never need to be unpacked.
+so the published HAM10000 zips never need to be unpacked. Pixels are used as
+stored: an EXIF orientation tag is ignored (a dermoscopic image has no "up", and
+this keeps the size validation records, read from the file's header, the size
+every stage works with).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from dermflow.errors import DatasetError
 
 ZIP_SEP = "::"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# OpenCV's IMREAD_COLOR alone turns a JPEG by its EXIF orientation; Pillow's size does not.
+COLOR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+GRAYSCALE = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,8 +50,8 @@ def read_bytes(ref: str) -> bytes:
 
 
 def decode_rgb(data: bytes, ref: str) -> np.ndarray:
-    """Decode encoded bytes to an H x W x 3 uint8 RGB array."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    """Decode encoded bytes to an H x W x 3 uint8 RGB array, EXIF orientation ignored."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), COLOR)
     if bgr is None:
         raise DatasetError(f"cannot decode image {ref}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -58,7 +64,7 @@ def read_rgb(ref: str) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a single-channel mask as a bool array."""
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    mask = cv2.imread(str(path), GRAYSCALE)
     if mask is None:
         raise DatasetError(f"cannot read mask {path}")
     return mask > 127

@@ -49,8 +49,6 @@ def split_grouped(table: pd.DataFrame, fractions: tuple[float, float, float],
     split = pd.Series(-1, index=table.index)
     for k, dx in enumerate(CLASSES):
         rows = table[table["dx"] == dx]
-        if rows.empty:
-            continue
         sizes = rows.groupby("lesion_id").size()
         if len(sizes) < len(SPLITS):
             raise DatasetError(f"class {dx} has {len(sizes)} lesion(s); a grouped split needs "
@@ -104,10 +102,14 @@ def split_images(table: pd.DataFrame, fractions: tuple[float, float, float],
                  seed: int) -> pd.Series:
     """Split index per row, stratified by dx at image level (the source paper's split)."""
     train, val, test = fractions
-    rest, test_idx = train_test_split(table.index, test_size=test, stratify=table["dx"],
-                                      random_state=seed)
-    train_idx, val_idx = train_test_split(rest, test_size=val / (train + val),
-                                          stratify=table.loc[rest, "dx"], random_state=seed)
+    try:
+        rest, test_idx = train_test_split(table.index, test_size=test, stratify=table["dx"],
+                                          random_state=seed)
+        train_idx, val_idx = train_test_split(rest, test_size=val / (train + val),
+                                              stratify=table.loc[rest, "dx"], random_state=seed)
+    except ValueError as err:  # too few images of a class, or in all, to stratify
+        raise DatasetError(f"paper split of {len(table)} images, per class "
+                           f"{table['dx'].value_counts().to_dict()}: {err}") from err
     split = pd.Series(-1, index=table.index)
     for k, idx in enumerate((train_idx, val_idx, test_idx)):
         split[idx] = k
@@ -118,6 +120,13 @@ def make_split(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, fl
                seed: int) -> pd.DataFrame:
     """split.csv's table: image_id, lesion_id, dx, split — same seed, same split."""
     table = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
+    counts = table["dx"].value_counts()
+    absent = [dx for dx in CLASSES if dx not in counts]
+    if absent:
+        raise DatasetError(
+            f"class(es) {', '.join(absent)}: 0 images in the manifest (absent from the "
+            f"metadata, or all quarantined: see quarantine.csv); images per class: "
+            f"{counts.to_dict()}. Every HAM10000 class must be in every split, whatever the task")
     if protocol == "grouped":
         split = split_grouped(table, fractions, seed)
     elif protocol == "paper":
@@ -126,6 +135,7 @@ def make_split(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, fl
         raise ValueError(f"protocol: unknown value {protocol!r}")
     out = table[["image_id", "lesion_id", "dx"]].copy()
     out["split"] = split.map(dict(enumerate(SPLITS)))
+    _require_every_class_everywhere(out, protocol)
     log.info("%s split (seed %d) of %d images: %s", protocol, seed, len(out),
              out["split"].value_counts().reindex(list(SPLITS)).to_dict())
     return out
@@ -150,6 +160,20 @@ def fold_split(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
     name = folds["fold"].astype(str)
     split = np.where(name == "test", "test", np.where(name == str(fold), "val", "train"))
     return folds[["image_id", "lesion_id", "dx"]].assign(split=split)
+
+
+def _require_every_class_everywhere(split: pd.DataFrame, protocol: str) -> None:
+    """DatasetError naming each class that some split lacks, with its images per split."""
+    counts = pd.crosstab(split["dx"], split["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    short = counts[(counts == 0).any(axis=1)]
+    if short.empty:
+        return
+    details = "; ".join(
+        f"{dx}: {row.sum()} image(s), " + ", ".join(f"{row[s]} {s}" for s in SPLITS)
+        for dx, row in short.iterrows())
+    raise DatasetError(f"{protocol} split: class(es) missing from a split ({details}). Every "
+                       "class must be in train, val and test: add images of it or change "
+                       "the split fractions")
 
 
 def split_summary(split: pd.DataFrame) -> dict:

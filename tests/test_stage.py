@@ -1,0 +1,85 @@
+"""run_stage: one job at a time per output set, no debris from interrupted runs, errors logged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dermflow.errors import DatasetError
+from dermflow.stage import lock_path, run_stage
+
+
+def job(tmp_path: Path, rule: str = "cache_images") -> SimpleNamespace:
+    """What run_stage reads of Snakemake's ``snakemake`` object."""
+    return SimpleNamespace(rule=rule, log=[str(tmp_path / "logs" / f"{rule}.log")],
+                           output=[str(tmp_path / "cache" / "images_32.npy"),
+                                   str(tmp_path / "cache" / "index_32.csv")],
+                           config={}, resources={})
+
+
+def test_stale_temporaries_of_the_outputs_are_removed_before_the_stage(tmp_path):
+    smk = job(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = [cache / ".images_32.npy.a1b2c3d4.tmp", cache / ".index_32.csv.x_9k2m0p.tmp"]
+    kept = [cache / ".images_64.npy.a1b2c3d4.tmp", cache / "notes.txt"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    with run_stage(smk):
+        assert not any(p.exists() for p in stale)
+        (cache / "images_32.npy").write_bytes(b"x")
+        (cache / "index_32.csv").write_text("x")
+    assert all(p.exists() for p in kept)
+    assert "left behind by an interrupted run" in Path(smk.log[0]).read_text()
+
+
+HOLDER = """
+import fcntl, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()} {socket.gethostname()}".encode())
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_instance_of_a_running_job_refuses_to_start(tmp_path):
+    smk = job(tmp_path)
+    lock = lock_path(smk.output)
+    lock.parent.mkdir(parents=True)
+    orphan = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert orphan.stdout.readline().strip() == "held"
+        partial = lock.parent / ".images_32.npy.a1b2c3d4.tmp"
+        partial.write_bytes(b"the orphan is still writing this")
+        with pytest.raises(SystemExit) as stop, run_stage(smk):
+            pytest.fail("the stage ran beside a running instance of itself")
+        assert stop.value.code == 1
+        log = Path(smk.log[0]).read_text()
+        assert f"earlier instance of this job (pid {orphan.pid}" in log
+        assert f"kill {orphan.pid}" in log and "When a run is interrupted" in log
+        assert partial.exists(), "the running instance's files are left alone"
+    finally:
+        orphan.kill()
+        orphan.wait()
+    with run_stage(smk):  # the lock died with its holder
+        assert os.getpid() == int(lock.read_text().split()[0])
+        Path(smk.output[0]).write_bytes(b"x")
+
+
+def test_expected_errors_log_a_message_and_bugs_a_traceback(tmp_path):
+    smk = job(tmp_path)
+    with pytest.raises(SystemExit), run_stage(smk):
+        raise DatasetError("metadata x.csv lacks column dx")
+    log = Path(smk.log[0]).read_text()
+    assert "metadata x.csv lacks column dx" in log and "Traceback" not in log
+    with pytest.raises(SystemExit), run_stage(smk):
+        raise KeyError("a bug")
+    log = Path(smk.log[0]).read_text()
+    assert "Traceback" in log and "KeyError: 'a bug'" in log
