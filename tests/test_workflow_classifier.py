@@ -134,3 +134,25 @@ def test_command_line_predict_matches_the_pipeline(demo_run, tmp_path):
     columns = [f"prob_{dx}" for dx in CLASSES]
     assert np.allclose(cli[columns].to_numpy(), test[columns].to_numpy(), atol=1e-3)
     assert list(cli["pred"]) == [CLASSES[k] for k in test["pred"]]
+
+
+def test_command_line_predict_prepares_images_as_the_model_was_trained(demo_run, tmp_path):
+    """Without --config the model's own record decides hair removal and size; a config that
+    disagrees with it is refused, naming the keys (issue 18, bug 6)."""
+    folder = demo_run / "results/experiments/cgan_resnet50v2_deit"
+    test = pd.read_csv(folder / "predictions.csv").query("split == 'test'").head(2)
+    images = [str(demo_run / "resources/demo/HAM10000_images_part_1" / f"{i}.jpg")
+              for i in test["image_id"]]
+    dermflow = str(Path(sys.executable).with_name("dermflow"))
+    out = tmp_path / "own.csv"
+    proc = subprocess.run([dermflow, "predict", str(folder / "model.pt"), *images, "--out",
+                           str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    columns = [f"prob_{dx}" for dx in CLASSES]
+    assert np.allclose(pd.read_csv(out)[columns].to_numpy(), test[columns].to_numpy(),
+                       atol=1e-3)
+    wrong = subprocess.run([dermflow, "predict", str(folder / "model.pt"), *images, "--config",
+                            str(demo_run / "config.yaml")], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "hair_removal.kernel_size (model 9, config 17)" in wrong.stderr
+    assert "image_size (model 32, config 224)" in wrong.stderr

@@ -79,15 +79,11 @@ def _split(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import torch
 
-    from dermflow.data.hair import hair_params
-    from dermflow.experiments.classifier import predict_files
+    from dermflow.experiments.predict import predict_files
 
-    hair = None
-    if args.config:
-        section = _merged_config(args.config)["hair_removal"]
-        hair = hair_params(section) if section["enabled"] else None
+    config = _merged_config(args.config) if args.config else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    table = predict_files(args.model, args.images, device=device, hair=hair)
+    table = predict_files(args.model, args.images, device=device, config=config)
     if args.out:
         write_csv(table, args.out)
     else:
@@ -140,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("images", nargs="+")
     p.add_argument("--config", nargs="+", help="the run's config file(s), merged in order: "
-                   "repeat its hair removal (without it, images are used as they are)")
+                   "checked against the preparation the model records (hair removal, size); "
+                   "needed only for model files that record none")
     p.add_argument("--out", help="CSV to write (default: stdout)")
     p.set_defaults(func=_predict)
     return parser

@@ -1,5 +1,6 @@
 """Wire rule train_classifier to dermflow.experiments.classifier."""
 
+from dermflow.data.preparation import recipe
 from dermflow.experiments.classifier import train_classifier
 from dermflow.stage import gpu_stage
 
@@ -19,6 +20,7 @@ with gpu_stage(snakemake) as (log, device):
         weights_dir=par.weights_dir,
         precision=par.precision,
         protocol=par.protocol,
+        preparation=recipe(snakemake.config),
         checkpoint_dir=par.checkpoints,
         out_model=out.model,
         out_history=out.history,

@@ -113,9 +113,11 @@ def _classifier_rank(rank: int, log_file: str | None, job: dict[str, Any]) -> No
 def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *, name: str,
                       experiment: dict[str, Any], settings: dict[str, Any],
                       device: torch.device, seed: int, weights_dir: str | None, precision: str,
-                      protocol: str, checkpoint_dir: str | Path, out_model: str,
-                      out_history: str, out_curve: str, out_metrics: str) -> None:
-    """Train one experiment's classifier; rank 0 writes model, history, curve and metrics."""
+                      protocol: str, preparation: dict[str, Any], checkpoint_dir: str | Path,
+                      out_model: str, out_history: str, out_curve: str,
+                      out_metrics: str) -> None:
+    """Train one experiment's classifier; rank 0 writes model (with the ``preparation`` its
+    images had, dermflow.data.preparation), history, curve and metrics."""
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     train, val, test = (positions(table, s) for s in ("train", "val", "test"))
     size = int(images.shape[1])
@@ -146,7 +148,7 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
     save_model(model, out_model, kind="classifier", architecture=experiment["model"],
                task=task, classes=list(classes), image_size=size, mean=mean, std=std,
                settings=settings, experiment=experiment, name=name, best_epoch=best_epoch,
-               protocol=protocol)
+               protocol=protocol, preparation=preparation)
     write_csv(history, out_history)
     plot_history(history, best_epoch, f"{name} ({experiment['model']})", out_curve)
     best = history.iloc[best_epoch - 1]

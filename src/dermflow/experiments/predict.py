@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 
 from dermflow.atomic import write_csv
-from dermflow.data.cache import load_dataset, resize_square
-from dermflow.data.hair import HairParams, remove_hair
-from dermflow.data.images import read_rgb
+from dermflow.data.cache import load_dataset
+from dermflow.data.preparation import differences, prepare, recipe
+from dermflow.errors import DermflowError
 from dermflow.experiments.datasets import labels_by_position
 from dermflow.experiments.saliency import attention_maps, grad_cam, plot_saliency
 from dermflow.labels import task_labels
@@ -49,20 +49,27 @@ def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy
 
 
 def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
-                  device: torch.device, hair: HairParams | None = None,
+                  device: torch.device, config: dict[str, Any] | None = None,
                   precision: str = "bf16", batch_size: int = 32) -> pd.DataFrame:
-    """Class probabilities for image files, prepared as the pipeline prepared its images
-    (hair removal with ``hair`` when given, then the cache's square resize)."""
+    """Class probabilities for image files, prepared as the model's training images were
+    (the preparation recipe its file records, dermflow.data.preparation). ``config``, a
+    validated run config, must agree with that recipe; a model file too old to carry one
+    is prepared as ``config`` says."""
     model, meta = load_model(model_path, device)
-    prepared = []
-    for path in paths:
-        image = read_rgb(str(path))
-        if hair is not None:
-            image = remove_hair(image, hair)[0]
-        prepared.append(resize_square(image, meta["image_size"]))
-    data = ImageTensor(np.stack(prepared), np.zeros(len(prepared), np.int64), device,
-                       meta["mean"], meta["std"])
-    probs = predict(model, data, np.arange(len(prepared)), batch_size, precision)
+    prepared_as = meta.get("preparation")
+    if prepared_as is None:
+        if config is None:
+            raise DermflowError(f"{model_path} does not record how its images were prepared "
+                                "(a model from an older dermflow): pass the run's config with "
+                                "--config")
+        prepared_as = recipe(config)
+    elif config is not None and (wrong := differences(prepared_as, recipe(config))):
+        raise DermflowError(f"--config disagrees with {model_path} on {'; '.join(wrong)}. The "
+                            "model prepares its images as it was trained: drop --config, or "
+                            "give the config of the run that trained it")
+    images = np.stack([prepare(str(path), prepared_as) for path in paths])
+    data = ImageTensor(images, np.zeros(len(images), np.int64), device, meta["mean"], meta["std"])
+    probs = predict(model, data, np.arange(len(images)), batch_size, precision)
     out = with_probabilities(pd.DataFrame({"path": [str(p) for p in paths]}), probs,
                              meta["classes"])
     out["pred"] = [meta["classes"][k] for k in out["pred"]]
