@@ -65,7 +65,8 @@ def summarize(values: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame
             sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
             rows.append({"scope": scope, "metric": metric, "mean": float(v.mean()),
                          "std": sd, "se": sd, "ci_low": float(np.percentile(v, 2.5)),
-                         "ci_high": float(np.percentile(v, 97.5)), "resamples": len(v)})
+                         "ci_high": float(np.percentile(v, 97.5)), "resamples": len(v),
+                         "unit": UNIT})
     return pd.DataFrame(rows)
 
 
