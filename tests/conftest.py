@@ -178,6 +178,22 @@ def paper_run(tmp_path_factory) -> Path:
                          "model": "resnet50v2_deit"}],
     }
     (workdir / "paper.yaml").write_text(yaml.safe_dump(overrides))
-    snakemake(workdir, "--profile", "profiles/demo", "--configfile", "profiles/demo/demo.yaml",
-              "paper.yaml")
+    snakemake(workdir, *demo_args("paper.yaml"))
     return workdir
+
+
+def demo_args(overrides: str) -> tuple[str, ...]:
+    """Snakemake's arguments for the demo profile with an overrides file merged over it."""
+    return ("--profile", "profiles/demo", "--configfile", "profiles/demo/demo.yaml", overrides)
+
+
+def switch_demo(demo_run: Path, tmp_path_factory, name: str,
+                overrides: dict) -> tuple[Path, dict[str, int]]:
+    """A copy of the demo run with ``overrides`` merged over the demo profile, run to the end;
+    returns it and the jobs the switch planned (what a rerun must redo)."""
+    workdir = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    (workdir / f"{name}.yaml").write_text(yaml.safe_dump(overrides))
+    jobs = planned_jobs(workdir, *demo_args(f"{name}.yaml"))
+    snakemake(workdir, *demo_args(f"{name}.yaml"))
+    return workdir, jobs

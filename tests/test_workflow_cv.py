@@ -9,14 +9,12 @@ test: nothing upstream of the split runs again.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import planned_jobs, snakemake
+from conftest import demo_args, planned_jobs, switch_demo
 
 from dermflow.labels import CLASSES
 
@@ -32,18 +30,13 @@ CV_CONFIG = {
                      "overrides": {"lr": 1.0e-3}} for name in NAMES],
     "report": {"comparisons": [list(NAMES)], "bootstrap": 200},
 }
-ARGS = ("--profile", "profiles/demo", "--configfile", "profiles/demo/demo.yaml", "cv.yaml")
+ARGS = demo_args("cv.yaml")
 
 
 @pytest.fixture(scope="module")
 def cv_run(demo_run: Path, tmp_path_factory) -> tuple[Path, dict[str, int]]:
     """A copy of the demo run switched to three folds; returns it and the jobs it planned."""
-    workdir = tmp_path_factory.mktemp("cv") / "run"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    (workdir / "cv.yaml").write_text(yaml.safe_dump(CV_CONFIG))
-    jobs = planned_jobs(workdir, *ARGS)
-    snakemake(workdir, *ARGS)
-    return workdir, jobs
+    return switch_demo(demo_run, tmp_path_factory, "cv", CV_CONFIG)
 
 
 def fold_file(workdir: Path, fold: int, path: str) -> pd.DataFrame:

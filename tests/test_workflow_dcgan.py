@@ -8,14 +8,12 @@ only the generator's stages and what depends on them run again.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import planned_jobs, snakemake
+from conftest import switch_demo
 
 pytestmark = pytest.mark.workflow
 DCGAN = {
@@ -27,18 +25,12 @@ DCGAN = {
         {"name": "none_dermagan_cnn", "balance": "none", "model": "dermagan_cnn",
          "overrides": {"epochs": 2}}],
 }
-ARGS = ("--profile", "profiles/demo", "--configfile", "profiles/demo/demo.yaml", "dcgan.yaml")
 
 
 @pytest.fixture(scope="module")
 def dcgan_run(demo_run: Path, tmp_path_factory) -> tuple[Path, dict[str, int]]:
     """A copy of the demo run switched to the DCGAN; returns it and the jobs it planned."""
-    workdir = tmp_path_factory.mktemp("dcgan") / "run"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    (workdir / "dcgan.yaml").write_text(yaml.safe_dump(DCGAN))
-    jobs = planned_jobs(workdir, *ARGS)
-    snakemake(workdir, *ARGS)
-    return workdir, jobs
+    return switch_demo(demo_run, tmp_path_factory, "dcgan", DCGAN)
 
 
 def test_switching_the_generator_reruns_only_what_depends_on_it(dcgan_run):
