@@ -114,18 +114,29 @@ def test_calibration_error_tells_calibrated_from_overconfident():
 
 
 def test_cluster_bootstrap_hand_computed_case():
-    """Two lesions: L1 with three images (two right), L2 with one (wrong). Each resample
-    draws two lesions, so its accuracy is one of three values, and the four draws (L1 L1,
-    L1 L2, L2 L1, L2 L2) are equally likely: 2/3 w.p. 1/4, 2/4 w.p. 1/2, 0 w.p. 1/4."""
-    rows = table(np.array([0, 0, 0, 1]), one_hot_probs(np.array([0, 0, 1, 0])),
+    """Two lesions of one class: L1 with three images (two right), L2 with one (wrong).
+    Each resample draws two lesions, so its accuracy is one of three values, and the four
+    draws (L1 L1, L1 L2, L2 L1, L2 L2) are equally likely: 2/3 w.p. 1/4, 2/4 w.p. 1/2, 0
+    w.p. 1/4."""
+    rows = table(np.array([0, 0, 0, 0]), one_hot_probs(np.array([0, 0, 1, 1])),
                  np.array(["L1", "L1", "L1", "L2"]))
-    weights = cluster_weights(clusters_of(rows), 20000, seed=0)
+    weights = cluster_weights(clusters_of(rows), 20000, seed=0, strata=rows["label"])
     assert set(map(tuple, weights.astype(int))) <= {(2, 2, 2, 0), (1, 1, 1, 1), (0, 0, 0, 2)}
     accuracy = resample_metrics(rows, resamples=20000, seed=0, names=("accuracy",))["accuracy"]
     values, counts = np.unique(np.round(accuracy, 6), return_counts=True)
     assert list(values) == pytest.approx([0, 0.5, 2 / 3])
     assert counts / counts.sum() == pytest.approx([0.25, 0.5, 0.25], abs=0.01)
     assert accuracy.mean() == pytest.approx(0.25 * 2 / 3 + 0.5 * 0.5, abs=0.005)
+
+
+def test_lesions_are_drawn_within_their_class_so_every_class_is_in_every_resample():
+    labels = np.array([0] * 20 + [1] * 2 + [2] * 2)  # classes 1 and 2: one lesion each
+    rows = table(labels, one_hot_probs(labels), np.arange(24) // 2)  # two images a lesion
+    weights = cluster_weights(clusters_of(rows), 500, seed=1, strata=labels)
+    per_class = np.stack([weights[:, labels == c].sum(1) for c in range(3)], axis=1)
+    assert (per_class == [20, 2, 2]).all()  # every class, with its images, in every resample
+    values = resample_metrics(rows, resamples=500, seed=1, names=("balanced_accuracy",))
+    assert (values["balanced_accuracy"] == 1).all()
 
 
 def test_images_without_a_lesion_id_are_their_own_clusters():

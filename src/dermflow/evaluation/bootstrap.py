@@ -2,12 +2,16 @@
 
 HAM10000 has 1-6 images per lesion, and images of one lesion are not independent (a
 model that gets one right tends to get its siblings right), so resampling images makes
-intervals too narrow. Estimator: draw B resamples of the test set's G lesions with
-replacement (seeded), each lesion bringing all its images; recompute every metric on
-each resample; report the mean, the standard deviation (the bootstrap standard error)
-and the 2.5th and 97.5th percentiles (95% percentile interval). An image whose lesion
-is unknown (an external image without lesion id) is its own cluster, so the image-level
-bootstrap is the special case of one image per cluster.
+intervals too narrow. Estimator: draw B resamples of the test set's lesions with
+replacement (seeded), stratified by class: each class's G_c lesions are drawn G_c
+times from that class, each lesion bringing all its images (a lesion has one
+diagnosis). Recompute every metric on each resample; report the mean, the standard
+deviation (the bootstrap standard error) and the 2.5th and 97.5th percentiles (95%
+percentile interval). Stratifying keeps every class in every resample with its lesion
+count, as the test set was drawn: without it, a resample missing a rare class would
+average balanced accuracy over fewer classes and shift the interval off the estimate.
+An image whose lesion is unknown (an external image without lesion id) is its own
+cluster, so the image-level bootstrap is the special case of one image per cluster.
 
 Assumptions: lesions are independent and exchangeable draws from the population the
 test set represents; the metric is a smooth enough function of the per-lesion counts
@@ -30,14 +34,22 @@ from dermflow.evaluation.predictions import probabilities
 UNIT = "lesion"
 
 
-def cluster_weights(clusters: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """B x n resample weights: how many times each image's cluster was drawn."""
+def cluster_weights(clusters: np.ndarray, resamples: int, seed: int,
+                    strata: np.ndarray | None = None) -> np.ndarray:
+    """B x n resample weights: how many times each image's cluster was drawn, clusters drawn
+    within their stratum (an image's class; one stratum when ``strata`` is None)."""
     inverse, codes = pd.factorize(pd.Series(np.asarray(clusters).astype(str)), sort=True)
     g = len(codes)
-    draws = np.random.default_rng(seed).integers(0, g, size=(resamples, g))
-    counts = np.bincount((np.arange(resamples)[:, None] * g + draws).ravel(),
-                         minlength=resamples * g).reshape(resamples, g)
-    return counts[:, inverse].astype(float)
+    stratum = np.zeros(g, int)
+    if strata is not None:
+        stratum[inverse] = pd.factorize(pd.Series(np.asarray(strata)), sort=True)[0]
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, g))
+    for s in np.unique(stratum):
+        members = np.flatnonzero(stratum == s)
+        draws = members[rng.integers(0, len(members), size=(resamples, len(members)))]
+        np.add.at(counts, (np.arange(resamples)[:, None], draws), 1)
+    return counts[:, inverse]
 
 
 def clusters_of(rows: pd.DataFrame) -> np.ndarray:
@@ -73,5 +85,5 @@ def summarize(values: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame
 def resample_metrics(rows: pd.DataFrame, *, resamples: int, seed: int,
                      names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Every (or the named) metric of a prediction table on B lesion-cluster resamples."""
-    weights = cluster_weights(clusters_of(rows), resamples, seed)
+    weights = cluster_weights(clusters_of(rows), resamples, seed, rows["label"].to_numpy())
     return metric_values(rows["label"].to_numpy(), probabilities(rows), weights, names)
