@@ -180,7 +180,7 @@ def steps(args: argparse.Namespace) -> list[Step]:
         budget = ["profiles/gpu-quick/lend.yaml"] if args.lend else []
     return [
         Step("gpu-tests", [py, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-k", "cuda",
-                           "-p", "no:cacheprovider", "-v",
+                           "-p", "no:cacheprovider", "-v", "-o", "timeout=300",  # pytest-timeout
                            f"--junitxml={WORK / 'logs' / 'gpu-tests.xml'}"], 60),
         Step("bench-baseline", [py, f"{bench}/bench_baseline.py", *baseline], 45),
         Step("bench-gan-fp32", [py, f"{bench}/bench_gan.py", *gan, "--precision", "fp32"], 30),
@@ -243,7 +243,10 @@ def run_bounded(command: list[str], out: Path, limit: float, env: dict[str, str]
         proc = subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
         try:
-            return proc.wait(timeout=max(limit, 1))
+            code = proc.wait(timeout=max(limit, 1))
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # what it left running (a hung worker)
+            return code
         except subprocess.TimeoutExpired:
             stop(proc)
             return None
