@@ -4,28 +4,32 @@ it, and leaves in one folder everything benchmarks/RESULTS.md needs.
 On the GPU machine (Python 3.12, torch CUDA, timm, pandas, scikit-learn, opencv and
 matplotlib there; no network), in the repository root:
 
-    python3 benchmarks/gpu_proof.py --lend --out "$OUT"
+    python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --out "$OUT"
 
 runs, in order, each step once across calls (state in .gpu-proof/):
 
  1. install   the wheels carried in .whl/ (benchmarks/gpu_wheels.sh) into .gpu-proof/site
  2. env       device, driver, CUDA, torch and package versions; imports what the DAG needs
  3. gpu-tests pytest -m gpu -k cuda (tests/test_gpu.py: the CUDA half of the GPU tests)
- 4. bench-*   benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
-              bench_classifier.py at the issue's batch sizes, each against its bare loop
- 5. dag-quick profiles/gpu-quick (grouped, five experiments, 224 px) on .data/ham10000
- 6. bench-*-compiled  the baseline and fusion benchmarks with torch.compile
- 7. dag-paper profiles/gpu-quick-paper (protocol: paper, the proposed model)
- 8. collect   (every call) summary.md, kit.log and three tar.gz bundles into --out
+ 4. dag-quick profiles/gpu-quick (grouped, five experiments, 224 px) on .data/ham10000
+ 5. dag-paper profiles/gpu-quick-paper (protocol: paper, the proposed model)
+ 6. bench-*   benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
+              bench_classifier.py at the issue's batch sizes, each against its bare loop,
+              alone on the GPU; then the baseline and fusion ones with torch.compile
+ 7. collect   (every call) summary.md, kit.log and three tar.gz bundles into --out
 
 Each step is bounded by --budget (seconds for this call, default 540, under the device's
 10-minute command limit): a step that cannot finish in time is stopped cleanly (Snakemake
 on SIGTERM; training checkpoints every epoch) and the next call, while the machine is still
 warm, resumes where this one stopped. Steps that finished are not run again (--retry reruns
-failed ones). --lend adds profiles/gpu-quick/lend.yaml (fewest epochs) to both DAGs so the
-whole kit fits a 15-minute lend; without it the DAGs run gpu-quick's ~20 + ~10 minute
-budgets. --smoke does the same course on the CPU with tiny sizes and the demo data (no
-install, no compiled benchmarks), in a minute or two; tests/test_gpu_proof.py runs it.
+failed ones). --lend, for a GPU lent for 15 minutes: both DAGs take
+profiles/gpu-quick/lend.yaml's fewest epochs and start beside the GPU tests (neither
+measures anything: the benchmarks come after them, alone on the GPU); without it the
+steps run one after the other, the DAGs with gpu-quick's ~20 + ~10 minute budgets.
+--gpu-jobs N lets N of a DAG's GPU jobs share the GPU (most of a short job is its
+start-up; per-rule times then include the sharing). --smoke does the same course on
+the CPU with tiny sizes and the demo data (no install, no compiled benchmarks), in a few
+minutes on two cores; tests/test_gpu_proof.py runs it.
 
 How wheels and data travel: a device call sends the session's checkout with its tracked
 and untracked-but-not-ignored files, plus the ignored folders named in `carry`. Prepare
@@ -36,10 +40,11 @@ them here, once, in that checkout (it copies the 1/3-scale HAM10000 zip and meta
     python3 benchmarks/gpu_proof.py --prepare --ham ../shared/data/ham10000 \\
         --weights ../shared/weights
 
-then call the device tool's run with carry [".whl", ".data"], timeout_s 600, command
-    python3 benchmarks/gpu_proof.py --lend --budget 540 --out "$OUT"
-and, at once (the machine stays warm for 30 s only), the same command again with a
---budget that fits the device time left; see the README, "On a GPU machine".
+then call the device tool's run with carry [".whl", ".data"], timeout_s 580, command
+    python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --budget 520 --out "$OUT"
+and at once (the machine stays warm for 30 s only) the same with timeout_s 190 and
+--budget 140: with the machine's start, 15 minutes of device time. See the README, "On
+a GPU machine".
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class Step:
     minimum: float  # seconds it needs to be worth starting
     gpu_only: bool = False  # skipped by --smoke
     dag: str | None = None  # the run folder of a Snakemake step
+    beside: tuple[str, ...] = ()  # --lend: steps started beside this one (they wait their turn)
 
 
 def log(line: str) -> None:
@@ -137,8 +143,9 @@ def prepare(ham: Path, weights: Path) -> int:
     if total > CARRY_LIMIT:
         print("TOO BIG for one call")
         return 1
-    print('device run: carry [".whl", ".data"], timeout_s 600, command\n'
-          '  python3 benchmarks/gpu_proof.py --lend --budget 540 --out "$OUT"')
+    print('device runs: carry [".whl", ".data"], timeout_s 580, command\n'
+          '  python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --budget 520 --out "$OUT"\n'
+          'then at once the same with timeout_s 190 and --budget 140')
     return 0
 
 
@@ -181,20 +188,21 @@ def steps(args: argparse.Namespace) -> list[Step]:
     return [
         Step("gpu-tests", [py, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-k", "cuda",
                            "-p", "no:cacheprovider", "-v", "-o", "timeout=300",  # pytest-timeout
-                           f"--junitxml={WORK / 'logs' / 'gpu-tests.xml'}"], 60),
+                           f"--junitxml={WORK / 'logs' / 'gpu-tests.xml'}"], 60,
+             beside=("dag-quick", "dag-paper")),  # the tests and DAGs measure nothing clean
+        Step("dag-quick", dag_command("gpu-quick", "quick", args, budget), 30, dag="quick"),
+        Step("dag-paper", dag_command(
+            "gpu-quick-paper", "paper", args,
+            [*budget, "profiles/gpu-quick-paper/paper.yaml"]), 30, dag="paper"),
         Step("bench-baseline", [py, f"{bench}/bench_baseline.py", *baseline], 45),
         Step("bench-gan-fp32", [py, f"{bench}/bench_gan.py", *gan, "--precision", "fp32"], 30),
         Step("bench-gan-bf16", [py, f"{bench}/bench_gan.py", *gan, "--precision", "bf16"], 30,
              gpu_only=True),
         Step("bench-classifier", [py, f"{bench}/bench_classifier.py", *classifier], 45),
-        Step("dag-quick", dag_command("gpu-quick", "quick", args, budget), 30, dag="quick"),
         Step("bench-baseline-compiled", [py, f"{bench}/bench_baseline.py", *baseline,
                                          "--compile"], 120, gpu_only=True),
         Step("bench-classifier-compiled", [py, f"{bench}/bench_classifier.py", *classifier,
                                            "--compile"], 150, gpu_only=True),
-        Step("dag-paper", dag_command(
-            "gpu-quick-paper", "paper", args,
-            [*budget, "profiles/gpu-quick-paper/paper.yaml"]), 30, dag="paper"),
     ]
 
 
@@ -224,35 +232,16 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM to the process group (Snakemake stops its jobs), SIGKILL after GRACE."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(ProcessLookupError):  # it may have ended meanwhile
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=GRACE)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind
-
-
-def run_bounded(command: list[str], out: Path, limit: float, env: dict[str, str]) -> int | None:
-    """Run ``command`` (output appended to ``out``) for at most ``limit`` seconds; its exit
-    code, or None when it had to be stopped."""
-    with open(out, "a") as fh:
-        fh.write(f"\n$ {' '.join(command)}\n")
-        fh.flush()
-        proc = subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=max(limit, 1))
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # what it left running (a hung worker)
-            return code
-        except subprocess.TimeoutExpired:
-            stop(proc)
-            return None
-        except Stopped:
-            stop(proc)
-            raise
 
 
 def kit_env(args: argparse.Namespace) -> dict[str, str]:
@@ -357,53 +346,118 @@ def save_state(state: dict) -> None:
     (WORK / "state.json").write_text(json.dumps(state, indent=1))
 
 
+@dataclass
+class Running:
+    """A step's process, started by launch()."""
+
+    step: Step
+    proc: subprocess.Popen
+    begun: float
+
+
+def launch(step: Step, env: dict[str, str]) -> Running:
+    """Start a step's command in its own process group, its output appended to its log."""
+    with open(WORK / "logs" / f"{step.name}.txt", "a") as fh:
+        fh.write(f"\n$ {' '.join(step.command)}\n")
+        fh.flush()
+        proc = subprocess.Popen(step.command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    return Running(step, proc, time.monotonic())
+
+
+def wait_for(run: Running, limit: float) -> int | None:
+    """The exit code of a launched step, or None when it had to be stopped at ``limit``."""
+    try:
+        code = run.proc.wait(timeout=max(limit, 1))
+    except subprocess.TimeoutExpired:
+        stop(run.proc)
+        return None
+    except Stopped:
+        stop(run.proc)
+        raise
+    with suppress(ProcessLookupError):
+        os.killpg(run.proc.pid, signal.SIGKILL)  # what it left running (a hung worker)
+    return code
+
+
+def dag_env(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
+    """--gpu-jobs N: N GPU jobs share GPU 0 (the claim trusts CUDA_VISIBLE_DEVICES=0)."""
+    if args.gpu_jobs <= 1:
+        return env
+    return {**env, "DERMFLOW_GPU_COUNT": str(args.gpu_jobs), "CUDA_VISIBLE_DEVICES": "0",
+            "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES": "1"}
+
+
 def run_steps(args: argparse.Namespace, state: dict, started: float) -> None:
     env = kit_env(args)
-    for step in steps(args):
-        record = state["steps"].setdefault(step.name, {"status": "not reached", "seconds": 0.0,
-                                                       "calls": 0})
+    todo = steps(args)
+    by_name = {step.name: step for step in todo}
+    background: dict[str, Running] = {}  # --lend: the DAGs started beside the GPU tests
+    records = state["steps"]
+
+    def pending(step: Step) -> bool:
+        record = records.setdefault(step.name, {"status": "not reached", "seconds": 0.0,
+                                                "calls": 0})
         if args.smoke and step.gpu_only:
             record["status"] = "skipped (CPU smoke)"
-            continue
+            return False
         if args.steps and step.name not in args.steps:
-            continue
-        if record["status"] == "done" or (record["status"] == "failed" and not args.retry):
-            continue
-        left = args.budget - (time.monotonic() - started) - RESERVE
-        if left < step.minimum:
-            log(f"{step.name}: {left:.0f} s left, needs {step.minimum:.0f}: next call")
-            continue
-        if step.dag and record["status"] == "stopped":  # killed last call: clear its lock
-            run_bounded([*step.command, "--unlock"], WORK / "logs" / f"{step.name}.txt", 120,
-                        env)
-        log(f"{step.name}: running (at most {left:.0f} s)")
-        begun = time.monotonic()
-        try:
-            code = run_bounded(step.command, WORK / "logs" / f"{step.name}.txt", left, env)
-        except Stopped:
-            code = None
-            raise
-        finally:
-            spent = time.monotonic() - begun
-            record["seconds"] += spent
-            record["calls"] += 1
-            if code is None:
-                record["status"] = "stopped"
-                save_state(state)
+            return False
+        return record["status"] not in ("done", "skipped (CPU smoke)") and (
+            record["status"] != "failed" or args.retry)
+
+    def start(step: Step) -> Running:
+        step_env = dag_env(args, env) if step.dag else env
+        if step.dag and records[step.name]["status"] == "stopped":  # killed: clear its lock
+            wait_for(launch(Step(step.name, [*step.command, "--unlock"], 0), step_env), 120)
+        return launch(step, step_env)
+
+    def finish(run: Running, code: int | None) -> None:
+        step, record = run.step, records[run.step.name]
+        spent = time.monotonic() - run.begun
+        record["seconds"] += spent
+        record["calls"] += 1
         if code is None:
             record["status"] = "stopped"
             log(f"{step.name}: stopped after {spent:.0f} s; the next call resumes it")
         elif code == 0 or (step.name == "gpu-tests" and code == 1):  # 1: some tests failed
-            record["status"] = "done"
-            record["rc"] = code
+            record.update(status="done", rc=code)
             log(f"{step.name}: finished in {spent:.0f} s (exit {code})")
         else:
-            record["status"] = "failed"
-            record["rc"] = code
+            record.update(status="failed", rc=code)
             tail = (WORK / "logs" / f"{step.name}.txt").read_text().splitlines()[-25:]
             log(f"{step.name}: FAILED (exit {code}) after {spent:.0f} s:\n" + "\n".join(tail))
         save_state(state)
         write_summary(args, state)
+
+    try:
+        for step in todo:
+            if not pending(step):
+                continue
+            left = args.budget - (time.monotonic() - started) - RESERVE
+            if step.name in background:
+                run = background.pop(step.name)
+                log(f"{step.name}: started beside the GPU tests; waiting (at most {left:.0f} s)")
+            elif left < step.minimum:
+                log(f"{step.name}: {left:.0f} s left, needs {step.minimum:.0f}: next call")
+                continue
+            else:
+                run = start(step)
+                log(f"{step.name}: running (at most {left:.0f} s)")
+                for name in step.beside if args.lend else ():
+                    if pending(by_name[name]) and left >= by_name[name].minimum:
+                        background[name] = start(by_name[name])
+                        records[name]["beside"] = step.name
+                        log(f"{name}: running beside {step.name}")
+            code = None
+            try:
+                code = wait_for(run, left)
+            finally:
+                finish(run, code)
+    finally:
+        for run in background.values():  # stopped before their turn came
+            stop(run.proc)
+            finish(run, None)
 
 
 # --- what comes back -----------------------------------------------------------------------
@@ -529,6 +583,8 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
                      for g in info.get("gpus", [])) or "no GPU (CPU)"
     mode = "smoke (CPU, tiny sizes, demo data)" if args.smoke else (
         "lend (profiles/gpu-quick/lend.yaml: fewest epochs)" if args.lend else "gpu-quick")
+    mode += (f"; the DAGs' GPU jobs shared the GPU {args.gpu_jobs} at a time (per-rule "
+             "times include the sharing)" if args.gpu_jobs > 1 else "")
     lines = [f"# GPU proof kit: {gpus}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
              "", f"Mode: {mode}. Commit: {commit()}. Calls so far: {state['calls']}.", "",
              "## Machine and software", ""]
@@ -539,10 +595,11 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
                 *([k, v] for k, v in info["packages"].items()),
                 ["imports", ", ".join(f"{k}: {v}" for k, v in info["imports"].items())]]
         lines += [*markdown_table(["", ""], rows), ""]
+    order = [s.name for s in steps(args) if s.name in state["steps"]]
     lines += ["## Steps", "", *markdown_table(
-        ["step", "status", "s (all calls)", "calls", "log"],
+        ["step", "status", "s (all calls)", "calls", "log (tables.tar.gz)"],
         [[k, v["status"] + (f" (exit {v['rc']})" if v.get("rc") else ""), f"{v['seconds']:.0f}",
-          v["calls"], f"logs/{k}.txt"] for k, v in state["steps"].items()]), "",
+          v["calls"], f"kit/{k}.txt"] for k, v in ((k, state["steps"][k]) for k in order)]), "",
         "## GPU tests (`pytest -m gpu -k cuda`)", "", *test_rows(),
         "## Throughput: dermflow's loops against bare loops in the same process", "",
         *bench_rows(state)]
@@ -553,6 +610,10 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
         if not results.is_dir():
             lines += ["(not started)", ""]
             continue
+        beside = state["steps"].get(f"dag-{run}", {}).get("beside")
+        if beside:
+            lines += [f"Started beside {beside} and the other DAG (--lend): per-rule times "
+                      "include that.", ""]
         lines += ["Per rule (Snakemake's benchmark files, results/benchmarks/*.tsv):", "",
                   *rule_rows(results), *classifier_rows(results)]
         for name in ("report/ablation.md", "synthetic/quality.md"):
@@ -626,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="HAM10000 metadata + images zip (default .data/ham10000)")
     parser.add_argument("--weights", type=Path, default=REPO / ".data/weights",
                         help=f"folder with {ALEXNET} for LPIPS (default .data/weights)")
+    parser.add_argument("--gpu-jobs", type=int, default=1,
+                        help="GPU jobs of the DAGs sharing GPU 0 at once (default 1)")
     parser.add_argument("--retry", action="store_true", help="rerun steps that failed")
     parser.add_argument("--steps", type=lambda v: v.split(","), default=None,
                         help="only these steps this call, comma-separated (e.g. dag-paper)")

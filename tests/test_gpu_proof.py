@@ -65,9 +65,10 @@ def test_smoke_course_resumes_and_collects(tmp_path: Path) -> None:
     state = json.loads((work / ".gpu-proof/state.json").read_text())
     assert state["steps"]["dag-quick"]["status"] == "stopped", output
     assert (work / "out/summary.md").is_file()
-    # second call: everything else, and the DAG resumed where it stopped
-    second = subprocess.run(kit_command(work), cwd=work, capture_output=True, text=True,
-                            timeout=1800)
+    # second call, as on a lent GPU: the DAGs beside the GPU tests (the first resumed where
+    # it stopped), their GPU jobs two at a time, then the benchmarks alone
+    second = subprocess.run(kit_command(work, "--lend", "--gpu-jobs", "2"), cwd=work,
+                            capture_output=True, text=True, timeout=1800)
     assert second.returncode == 0, second.stdout + second.stderr
     state = json.loads((work / ".gpu-proof/state.json").read_text())
     for name, record in state["steps"].items():
@@ -75,7 +76,10 @@ def test_smoke_course_resumes_and_collects(tmp_path: Path) -> None:
             else "done"
         assert record["status"] == wanted, (name, record)
     assert state["steps"]["dag-quick"]["calls"] == 2
-    assert "--unlock" in (work / ".gpu-proof/logs/dag-quick.txt").read_text()
+    assert state["steps"]["dag-paper"]["beside"] == "gpu-tests"
+    dag_log = (work / ".gpu-proof/logs/dag-quick.txt").read_text()
+    assert "--unlock" in dag_log
+    assert "2 GPU(s) here (DERMFLOW_GPU_COUNT=2)" in dag_log
 
     out = sorted(p.name for p in (work / "out").iterdir())
     assert out == ["figures.tar.gz", "kit.log", "logs.tar.gz", "summary.md", "tables.tar.gz"]
