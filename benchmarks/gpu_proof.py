@@ -484,7 +484,7 @@ def bench_rows(state: dict) -> list[str]:
     return out or ["(no benchmark has finished yet)", ""]
 
 
-def test_rows() -> list[str]:
+def gpu_test_rows() -> list[str]:
     path = WORK / "logs" / "gpu-tests.xml"
     if not path.is_file():
         return ["(the GPU tests have not finished yet)", ""]
@@ -600,7 +600,7 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
         ["step", "status", "s (all calls)", "calls", "log (tables.tar.gz)"],
         [[k, v["status"] + (f" (exit {v['rc']})" if v.get("rc") else ""), f"{v['seconds']:.0f}",
           v["calls"], f"kit/{k}.txt"] for k, v in ((k, state["steps"][k]) for k in order)]), "",
-        "## GPU tests (`pytest -m gpu -k cuda`)", "", *test_rows(),
+        "## GPU tests (`pytest -m gpu -k cuda`)", "", *gpu_test_rows(),
         "## Throughput: dermflow's loops against bare loops in the same process", "",
         *bench_rows(state)]
     for run, title in (("quick", "profiles/gpu-quick (protocol grouped)"),
