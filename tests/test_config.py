@@ -16,7 +16,7 @@ def config(repo):
     return yaml.safe_load((repo / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("profile", ["demo", "papers", "dermagan", "cpu-smoke"])
+@pytest.mark.parametrize("profile", ["demo", "papers", "dermagan", "cpu-smoke", "gpu-quick"])
 def test_shipped_configs_are_valid(repo, config, profile):
     assert load_config(repo / "config.yaml")["protocol"] == "grouped"
     merged = copy.deepcopy(config)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import torch
 
+from dermflow import jobenv
+from dermflow.jobenv import gpu_job_limit, limit_gpu_jobs, local_gpu_count
 from dermflow.training.device import Claim, DeviceError, claim_gpus
 
 CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it forks
@@ -24,7 +26,7 @@ CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it fork
 def no_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a plain local job, whatever the machine running the tests set."""
     for var in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES",
-                "DERMFLOW_GPU_LOCK_DIR"):
+                "DERMFLOW_GPU_LOCK_DIR", "DERMFLOW_GPU_COUNT"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -291,3 +293,146 @@ def test_another_users_read_only_lock_file_still_locks(tmp_path: Path,
         other_user[0] = False
         with pytest.raises(DeviceError, match="GPU 0 held by pid 1 on elsewhere"):
             try_claim(1, lock_dir=tmp_path, device_count=1, timeout=0)
+
+
+class FakeClock:
+    """time for claim_gpus: sleeping advances it at once; the holder lets go after ``hold_for``."""
+
+    def __init__(self, release: Any, hold_for: float) -> None:
+        self.now, self.sleeps, self.release, self.hold_for = 1000.0, 0, release, hold_for
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        if self.now - 1000.0 >= self.hold_for:
+            self.release()
+
+
+def test_a_busy_gpu_is_waited_for_without_deadline_naming_its_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Two hours behind a long training job: no DeviceError, one log line per 5 minutes."""
+    import fcntl
+
+    import dermflow.training.device as device
+
+    lock = tmp_path / "gpu0.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)  # another open file: flock conflicts
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"pid 4242 on ws1 (rule train_classifier experiment=v)\n")
+    clock = FakeClock(lambda: fcntl.flock(fd, fcntl.LOCK_UN), hold_for=7200)
+    monkeypatch.setattr(device, "time", clock)
+    caplog.set_level("INFO", logger="dermflow.training.device")
+    try:
+        with claim_gpus(1, lock_dir=tmp_path, device_count=1, owner="rule predict") as claim:
+            assert claim.physical == (0,)
+            note = f"pid {os.getpid()} on {socket.gethostname()} (rule predict)\n"
+            assert lock.read_text() == note
+    finally:
+        os.close(fd)
+    assert clock.sleeps == 7200  # polled every second...
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting")]
+    assert len(waits) == 7200 // 300  # ...but said so every 5 minutes
+    held = "GPU 0 held by pid 4242 on ws1 (rule train_classifier experiment=v)"
+    assert waits[0] == f"waiting for 1 free GPU(s) of [0]: {held} (locks in {tmp_path})"
+    assert waits[1].startswith("waiting for 1 free GPU(s) of [0] (5 min 00 s so far): GPU 0")
+    assert waits[-1].startswith("waiting for 1 free GPU(s) of [0] (1 h 55 min so far): ")
+    assert claim.reason.endswith("after waiting 2 h 00 min")
+
+
+NVIDIA_SMI_L = """\
+GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0a)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-1b)
+  MIG 3g.20gb     Device  0: (UUID: MIG-2c)
+GPU 2: NVIDIA H100 80GB HBM3 (UUID: GPU-3d)
+"""
+
+
+@pytest.fixture
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A machine whose nvidia-smi lists ``smi`` (None: no nvidia-smi) and whose NVIDIA
+    driver lists ``proc`` GPUs in /proc (None: no driver)."""
+    def make(smi: str | None, proc: int | None = None) -> None:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        if smi is not None:  # real nvidia-smi exits with 6 when it finds no GPU
+            rc = 6 if smi.startswith("No devices") else 0
+            (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nprintf '%s' '{smi}'\nexit {rc}\n")
+            (bin_dir / "nvidia-smi").chmod(0o755)
+        monkeypatch.setenv("PATH", str(bin_dir))
+        gpus = tmp_path / "proc-gpus"
+        if proc is not None:
+            gpus.mkdir()
+            for i in range(proc):
+                (gpus / f"0000:0{i}:00.0").mkdir()
+        monkeypatch.setattr(jobenv, "NVIDIA_PROC", gpus)
+    return make
+
+
+@pytest.mark.parametrize(("smi", "proc", "visible", "count", "says"), [
+    (NVIDIA_SMI_L, None, None, 3, "nvidia-smi -L"),
+    (NVIDIA_SMI_L, None, "2,0", 2, "nvidia-smi -L, CUDA_VISIBLE_DEVICES=2,0"),
+    (NVIDIA_SMI_L, None, "1,7,0", 1, "CUDA_VISIBLE_DEVICES=1,7,0"),  # CUDA stops at 7
+    (NVIDIA_SMI_L, None, "", 0, "CUDA_VISIBLE_DEVICES="),
+    ("No devices were found\n", 0, None, 0, "proc-gpus"),
+    (None, 2, None, 2, "proc-gpus"),
+    (None, None, None, None, "no nvidia-smi and no NVIDIA driver"),
+    (None, None, "0,1", None, "no nvidia-smi"),
+])
+def test_gpus_are_counted_without_cuda(machine: Any, monkeypatch: pytest.MonkeyPatch,
+                                       smi: str | None, proc: int | None, visible: str | None,
+                                       count: int | None, says: str) -> None:
+    machine(smi, proc)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    found, source = local_gpu_count()
+    assert found == count and says in source
+    monkeypatch.setenv("DERMFLOW_GPU_COUNT", "5")
+    assert local_gpu_count() == (5, "DERMFLOW_GPU_COUNT=5")
+    monkeypatch.setenv("DERMFLOW_GPU_COUNT", "one")
+    with pytest.raises(ValueError, match="DERMFLOW_GPU_COUNT='one'"):
+        local_gpu_count()
+
+
+@pytest.mark.parametrize(("requested", "found", "limit"), [
+    (2, 1, 1), (None, 1, 1), (None, 4, 4),  # never more GPUs in use than there are
+    (1, 2, None), (2, 2, None), (0, 2, None),  # asked for no more than there are: as asked
+    (2, 0, None), (None, 0, None), (2, None, None),  # no GPU (or unknown): CPU jobs, no cap
+])
+def test_gpu_job_limit(requested: int | None, found: int | None, limit: int | None) -> None:
+    assert gpu_job_limit(requested, found) == limit
+
+
+class FakeResource:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class FakeWorkflow:
+    """What limit_gpu_jobs reads of Snakemake's workflow object."""
+
+    def __init__(self, gpu: Any = None, main: bool = True, nodes: int | None = None) -> None:
+        self.is_main_process, self.nodes = main, nodes
+        self.global_resources: dict[str, Any] = {}
+        if gpu is not None:
+            self.global_resources["gpu"] = FakeResource(gpu)
+
+
+def test_only_a_local_main_process_caps_the_gpu_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMFLOW_GPU_COUNT", "1")
+    local = FakeWorkflow(gpu=2)
+    note = limit_gpu_jobs(local)
+    assert local.global_resources["gpu"] == 1
+    assert note == ("dermflow: 1 GPU(s) here (DERMFLOW_GPU_COUNT=1), so GPU jobs hold at most "
+                    "1 GPU(s) at once (--resources gpu=2): each GPU job holds its GPUs "
+                    "exclusively")
+    unset = FakeWorkflow()
+    assert "(no gpu limit given)" in limit_gpu_jobs(unset)
+    assert unset.global_resources["gpu"] == 1
+    for untouched in (FakeWorkflow(gpu=2, main=False),  # a job's own snakemake process
+                      FakeWorkflow(gpu=2, nodes=50),  # a cluster executor (SLURM)
+                      FakeWorkflow(gpu=1), FakeWorkflow(gpu="a100")):
+        assert limit_gpu_jobs(untouched) is None
+        assert untouched.global_resources["gpu"].value in (2, 1, "a100")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import snakemake
+from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.workflow
 
-JOB = """\
+# The job imports this checkout's dermflow, whichever one is installed.
+JOB = f"sys_path = {str(REPO / 'src')!r}\n" + """\
 import json, sys, time
+sys.path.insert(0, sys_path)
 from dermflow.training.device import claim_gpus
 with claim_gpus(1, device_count=2, lock_dir=sys.argv[2]) as claim:
     start = time.time()
@@ -41,3 +44,46 @@ rule gpu_job:
     assert max(len(r) for r in running) == 2  # two at a time with 6 cores free: never three
     for together in running:
         assert len({j["gpu"] for j in together}) == len(together)
+
+
+TIMED_JOB = """\
+import json, sys, time
+start = time.time()
+time.sleep(1)
+open(sys.argv[1], "w").write(json.dumps({"start": start, "end": time.time()}))
+"""
+
+
+@pytest.mark.parametrize("resources", [["--resources", "gpu=2"], []])
+def test_gpu_jobs_are_capped_at_the_gpus_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  resources: list[str]) -> None:
+    """One GPU (faked) and `--resources gpu=2` (or no limit): one GPU job at a time, said once."""
+    monkeypatch.setenv("DERMFLOW_GPU_COUNT", "1")
+    (tmp_path / "job.py").write_text(TIMED_JOB)
+    (tmp_path / "Snakefile").write_text(f"""
+import sys
+sys.path.insert(0, {str(REPO / "src")!r})
+from snakemake.logging import logger
+from dermflow.jobenv import limit_gpu_jobs
+
+note = limit_gpu_jobs(workflow)  # as workflow/rules/common.smk does
+if note:
+    logger.info(note)
+
+rule all:
+    input: expand("out/{{i}}.json", i=range(3))
+
+rule gpu_job:
+    output: "out/{{i}}.json"
+    resources: gpu=1
+    shell: "{sys.executable} job.py {{output}}"
+""")
+    proc = snakemake(tmp_path, "--cores", "3", *resources)
+    log = proc.stdout + proc.stderr
+    assert log.count("dermflow: 1 GPU(s) here (DERMFLOW_GPU_COUNT=1)") == 1
+    assert re.search(r'Provided resources: gpu=(Resource\("gpu", )?1\b', log)  # Snakemake 8/9
+    jobs = sorted((json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")),
+                  key=lambda j: j["start"])
+    assert len(jobs) == 3
+    assert all(a["end"] <= b["start"] for a, b in zip(jobs, jobs[1:], strict=False)), (
+        "two GPU jobs at once")

@@ -119,6 +119,9 @@ def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
 
     from dermflow.training.device import claim_gpus
 
-    with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0))) as claim:
+    wildcards = " ".join(f"{k}={v}" for k, v in getattr(smk, "wildcards", {}).items())
+    owner = f"rule {smk.rule}" + (f" {wildcards}" if wildcards else "")  # says who holds a GPU
+    with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0)),
+                                              owner=owner) as claim:
         torch.set_num_threads(max(1, smk.threads))
         yield logger, claim.device

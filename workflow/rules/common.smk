@@ -7,9 +7,19 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from dermflow.jobenv import export_src
+from snakemake.logging import logger
+
+from dermflow.jobenv import export_src, limit_gpu_jobs
 
 export_src(SRC)
+
+# Never more GPU jobs than GPUs: a job waits for its GPU, holding its cores, otherwise.
+try:
+    _gpu_note = limit_gpu_jobs(workflow)
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
+if _gpu_note:
+    logger.info(_gpu_note)
 
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config

@@ -15,14 +15,20 @@ from dermflow.training.augmentation import AUGMENTATIONS
 GPU_SHARE = 0.5  # the cache may take at most this share of free GPU memory
 
 
+def fits_on_gpu(nbytes: int, free_bytes: int) -> bool:
+    """Whether an image array of ``nbytes`` is copied to a GPU with ``free_bytes`` free: it
+    may take at most GPU_SHARE of it, leaving the rest to the model and its activations."""
+    return nbytes < GPU_SHARE * free_bytes
+
+
 class ImageTensor:
     """N x H x W x 3 uint8 images (on the device when they fit) and their labels."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device,
                  mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.device = device
-        on_gpu = device.type == "cuda" and images.nbytes < GPU_SHARE * torch.cuda.mem_get_info(
-            device)[0]
+        on_gpu = device.type == "cuda" and fits_on_gpu(images.nbytes,
+                                                       torch.cuda.mem_get_info(device)[0])
         tensor = torch.from_numpy(np.array(images))  # one read of the memmap into memory
         self.images = tensor.to(device) if on_gpu else (
             tensor.pin_memory() if device.type == "cuda" else tensor)

@@ -5,6 +5,9 @@ restricts itself to those GPUs with CUDA_VISIBLE_DEVICES, so ``--resources
 gpu=2`` puts two jobs on two different GPUs. The kernel drops a ``flock`` when
 its process dies, so a killed job never leaves a stale claim. Under a scheduler
 (SLURM) that has already set CUDA_VISIBLE_DEVICES, that choice is used as it is.
+A job that finds every GPU held waits for one as long as it takes (the workflow
+starts no more GPU jobs than there are GPUs, see ``jobenv.limit_gpu_jobs``, so
+it waits only for jobs of other runs or users), saying who holds them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_DIR = "/tmp/dermflow-gpu-locks"
 CPU_REASON = "no GPU: running on the CPU"
+REPORT_EVERY = 300.0  # seconds between two "still waiting for a GPU" log lines
 
 
 class DeviceError(DermflowError):
@@ -86,7 +90,7 @@ def _lock_dir(lock_dir: str | Path | None) -> Path:
     return folder
 
 
-def _try_lock(path: Path) -> int | None:
+def _try_lock(path: Path, owner: str | None = None) -> int | None:
     """An open descriptor holding ``path`` exclusively, or None when another job holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -105,7 +109,8 @@ def _try_lock(path: Path) -> int | None:
         os.fchmod(fd, 0o666)  # so other users' jobs can open it for writing too
     with suppress(OSError):  # opened read-only: the holder note is informative only
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        note = f"pid {os.getpid()} on {socket.gethostname()}"
+        os.pwrite(fd, f"{note} ({owner})\n".encode() if owner else f"{note}\n".encode(), 0)
     return fd
 
 
@@ -118,16 +123,31 @@ def _holder(path: Path) -> str:
     return f"held by {note}" if note else "held"
 
 
+def _holders(folder: Path, busy: list[int]) -> str:
+    return "; ".join(f"GPU {gpu} {_holder(folder / f'gpu{gpu}.lock')}" for gpu in busy)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
 @contextmanager
 def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: int | None = None,
-               timeout: float = 3600.0, poll: float = 1.0) -> Iterator[Claim]:
+               timeout: float | None = None, poll: float = 1.0,
+               report_every: float = REPORT_EVERY, owner: str | None = None) -> Iterator[Claim]:
     """Hold ``n`` GPUs that no other dermflow job on this machine holds, or the CPU if none.
 
     Enter it before anything initialises CUDA: the claim works by setting
     CUDA_VISIBLE_DEVICES, which CUDA reads only once. ``device_count`` (default
     ``torch.cuda.device_count()``, which counts through NVML without initialising
-    CUDA) lets tests fake GPUs. Waits up to ``timeout`` seconds, retrying every
-    ``poll``, then raises DeviceError naming the GPUs held by others.
+    CUDA) lets tests fake GPUs. While the GPUs are held by others it retries every
+    ``poll`` seconds, and logs who holds them (pid, host and ``owner``, the note
+    each claim leaves in its lock file) when it starts waiting and every
+    ``report_every`` seconds after. It waits as long as it takes (a job queued
+    behind a long training run must not fail), or with a ``timeout`` raises
+    DeviceError naming the holders after that many seconds.
     """
     previous = os.environ.get("CUDA_VISIBLE_DEVICES")
     if n <= 0:
@@ -163,13 +183,15 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
         raise DeviceError("CUDA was initialised before claim_gpus(), so CUDA_VISIBLE_DEVICES "
                           "can no longer pick the GPU: claim the GPU first")
     folder = _lock_dir(lock_dir)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    next_report = start
+    waiting = False
     with ExitStack() as locks:
         while True:
             held: list[int] = []
             busy: list[int] = []
             for gpu in pool:
-                fd = _try_lock(folder / f"gpu{gpu}.lock")
+                fd = _try_lock(folder / f"gpu{gpu}.lock", owner)
                 if fd is None:
                     busy.append(gpu)
                     continue
@@ -180,19 +202,25 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
             if len(held) == n:
                 break
             locks.close()  # all or nothing: a partial grab would starve other jobs while we wait
-            left = deadline - time.monotonic()
-            if left <= 0:
-                holders = "; ".join(f"GPU {gpu} {_holder(folder / f'gpu{gpu}.lock')}"
-                                    for gpu in busy)
+            now = time.monotonic()
+            if timeout is not None and now - start >= timeout:
                 raise DeviceError(f"could not claim {n} free GPU(s) of {pool} within "
-                                  f"{timeout:g} s: {holders} (locks in {folder})")
-            time.sleep(min(poll, left))
+                                  f"{timeout:g} s: {_holders(folder, busy)} (locks in {folder})")
+            if now >= next_report:
+                log.info("waiting for %d free GPU(s) of %s%s: %s (locks in %s)", n, pool,
+                         f" ({_duration(now - start)} so far)" if now > start else "",
+                         _holders(folder, busy), folder)
+                next_report = now + report_every
+                waiting = True
+            time.sleep(poll if timeout is None else min(poll, start + timeout - now))
         ids = ",".join(map(str, held))
         source = f"CUDA_VISIBLE_DEVICES={previous}" if visible is not None else str(len(pool))
         files = ", ".join(str(folder / f"gpu{gpu}.lock") for gpu in held)
         os.environ["CUDA_VISIBLE_DEVICES"] = ids
         claim = Claim(torch.device("cuda", 0), tuple(held),
-                      f"claimed GPU {ids} of {source} (lock {files})")
+                      f"claimed GPU {ids} of {source} (lock {files})"
+                      + (f" after waiting {_duration(time.monotonic() - start)}" if waiting
+                         else ""))
         log.info("%s", claim.reason)
         try:
             yield claim

@@ -2,7 +2,7 @@
 
 ``run_distributed`` starts one process per GPU (torch.multiprocessing, NCCL on
 CUDA, gloo on the CPU) joined in a process group on a free local port. The
-training loop (dermflow.train.fit) then keeps the single-process semantics: every
+training loop (dermflow.training.loop.fit) then keeps the single-process semantics: every
 rank draws the same epoch order and augments the same global batch from the same
 seeds, and trains on its share of it (rank r takes rows r, r + world, ...);
 DDP averages the gradients, which is the gradient of the global batch's mean
@@ -23,9 +23,15 @@ import torch.multiprocessing as mp
 
 def rank_world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) outside a process group."""
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def in_process_group() -> bool:
+    """Whether this process is a rank of a process group (run_distributed's workers are,
+    one process among them too): fit() then trains through DistributedDataParallel."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def is_writer() -> bool:

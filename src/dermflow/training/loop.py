@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dermflow.atomic import atomic_path
 from dermflow.evaluation.metrics import SELECTION, point
 from dermflow.training.batches import ImageTensor, batches
-from dermflow.training.distributed import rank_world
+from dermflow.training.distributed import in_process_group, rank_world
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} GPUs")
     step_model: torch.nn.Module = model
-    if world > 1:
+    distributed = in_process_group()  # DDP in any process group, a one-process one too
+    if distributed:
         if device.type == "cuda":  # batch statistics over the global batch, as on one GPU
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
         step_model = DistributedDataParallel(
@@ -196,7 +197,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             optimizer.step()
             loss_sum += loss.detach() * len(chunk)
             seen += len(chunk)
-        if world > 1:
+        if distributed:
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= world
         train_loss = float(loss_sum) / max(seen, 1)
