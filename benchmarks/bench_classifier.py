@@ -18,7 +18,8 @@ import yaml
 from bench_baseline import bare_loop, dermflow_loop
 
 from dermflow.config import validate_config
-from dermflow.models.fusion import FusionClassifier, create
+from dermflow.models import factory
+from dermflow.models.fusion import FusionClassifier
 from dermflow.provenance import cpu_name
 
 
@@ -39,8 +40,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name()
 
     def make_model() -> FusionClassifier:
-        model = create(args.model, image_size=args.size, settings=settings, weights_dir=None,
-                       num_classes=7)
+        model = factory.create(args.model, image_size=args.size, settings=settings,
+                               weights_dir=None, num_classes=7)
         model.freeze_backbones()
         model.unfreeze(settings["unfreeze_blocks"])
         return model

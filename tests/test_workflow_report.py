@@ -58,7 +58,8 @@ def test_declared_comparisons_are_the_proposed_model_against_its_baselines_holm_
     declared = table[table["scope"] == "declared"]
     pairs = set(zip(declared["a"], declared["b"], strict=True))
     assert pairs == {("cgan_resnet50v2_deit", "augment_resnet50v2_deit"),
-                     ("cgan_resnet50v2_deit", "none_resnet50v2_deit")}
+                     ("cgan_resnet50v2_deit", "none_resnet50v2_deit"),
+                     ("cgan_resnet50v2_deit", "strong_baseline")}
     assert len(declared) == len(pairs) * len(HEADLINE) * 2  # x metrics x (test, external)
     assert (declared["p_holm"] >= declared["p_value"]).all()
     assert declared["p_holm"].max() <= 1 and (declared["unit"] == "lesion").all()

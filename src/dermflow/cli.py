@@ -72,14 +72,14 @@ def _predict(args: argparse.Namespace) -> None:
     import torch
 
     from dermflow.data.hair import hair_params
-    from dermflow.experiments.classifier import predict_files
+    from dermflow.experiments.predict import predict_files
 
     hair = None
     if args.config:
         section = _merged_config(args.config)["hair_removal"]
         hair = hair_params(section) if section["enabled"] else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    table = predict_files(args.model, args.images, device=device, hair=hair)
+    table = predict_files(args.model, args.images, device=device, hair=hair, tta=args.tta)
     if args.out:
         write_csv(table, args.out)
     else:
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", nargs="+", help="the run's config file(s), merged in order: "
                    "repeat its hair removal (without it, images are used as they are)")
     p.add_argument("--out", help="CSV to write (default: stdout)")
+    p.add_argument("--tta", choices=("none", "flip", "dihedral"),
+                   help="test-time augmentation (default: the experiment's classifier.tta, "
+                        "as the pipeline predicted)")
     p.set_defaults(func=_predict)
     return parser
 

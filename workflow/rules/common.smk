@@ -102,17 +102,21 @@ def report_description():
 
 
 def final_targets():
-    """Everything `snakemake` builds by default."""
+    """Everything `snakemake` builds by default: the generator's stages (baseline, attention
+    maps, GAN, synthetic images and their check) only when an experiment uses its images."""
     targets = [
         "results/data/quarantine.csv",
         "results/split/summary.json",
-        "results/baseline/metrics.json",
-        "results/attention/attention.npy",
-        "results/synthetic/quality.json",
-        "results/synthetic/split.csv",
         *expand("results/experiments/{name}/predictions.csv", name=EXPERIMENTS),
         "results/report/ablation.md",
     ]
+    if any(e["balance"] in GENERATORS for e in EXPERIMENTS.values()):
+        targets[2:2] = [
+            "results/baseline/metrics.json",
+            "results/attention/attention.npy",
+            "results/synthetic/quality.json",
+            "results/synthetic/split.csv",
+        ]
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")
     return targets
