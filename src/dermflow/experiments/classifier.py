@@ -139,6 +139,12 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
              "parameters, device %s", name, experiment["model"], task, settings["schedule"],
              experiment["balance"], len(train), sources, len(val), len(test),
              backbones.count_parameters(model), device)
+    log.info("recipe %s: %s lr %g (%s, warm-up %g epochs), weight decay %g, label smoothing "
+             "%g, %s sampling (power %g), EMA %g, test-time augmentation %s",
+             experiment.get("recipe", "the model's own"), settings["optimizer"], settings["lr"],
+             settings["lr_schedule"], settings["lr_warmup_epochs"], settings["weight_decay"],
+             settings["label_smoothing"], settings["sampling"], settings["sampling_power"],
+             settings["ema"], settings["tta"])
     started = time.perf_counter()
     history, best_epoch, best_stage = train_model(
         model, data, train, val, settings, device=device, precision=precision, seed=seed,

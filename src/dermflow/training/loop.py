@@ -119,7 +119,7 @@ def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_
     augmentation; averaged over the views of ``tta`` (a key of tta.VIEWS)."""
     model.eval()
     out = []
-    for chunk in batches(torch.as_tensor(index), batch_size):
+    for chunk in batches(torch.tensor(index), batch_size):  # a copy: pandas arrays are read-only
         x, _ = data.batch(chunk)
         with autocast(data.device, precision):
             out.append(tta_probs(model, x, tta))
