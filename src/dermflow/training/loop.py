@@ -127,7 +127,7 @@ def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
-               smoothing: float) -> torch.Tensor:
+                  smoothing: float) -> torch.Tensor:
     """Cross-entropy with optional class weights and label smoothing (the target puts
     1 - smoothing on the label and smoothing spread evenly over all classes)."""
     return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=smoothing)
