@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import timm
@@ -64,15 +65,18 @@ def timed(step: Callable[[], None], batch: int, steps: int, device: torch.device
 
 
 def dermflow_loop(make_model: Callable[[], torch.nn.Module], device: torch.device, batch: int,
-                  size: int, steps: int, precision: str, compile_: bool) -> float:
-    """images/s of dermflow's fit() (second epoch: warm-up and compile excluded)."""
+                  size: int, steps: int, precision: str, compile_: bool,
+                  **options: Any) -> float:
+    """images/s of dermflow's fit() (second epoch: warm-up and compile excluded), with
+    TrainConfig ``options`` (the recipe keys) on top of its defaults."""
     n = batch * steps
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n + batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, 7, n + batch)
     data = ImageTensor(images, labels, device, (0.5,) * 3, (0.5,) * 3)
     model = make_model()
-    cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-4, compile=compile_, precision=precision)
+    cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-4, compile=compile_, precision=precision,
+                      **options)
     result = fit(model, data, np.arange(n), np.arange(n, n + batch), cfg)
     return float(result.history["images_per_s"].iloc[-1])
 

@@ -16,7 +16,8 @@ def config(repo):
     return yaml.safe_load((repo / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("profile", ["demo", "papers", "dermagan", "cpu-smoke", "gpu-quick"])
+@pytest.mark.parametrize("profile", ["demo", "papers", "dermagan", "cpu-smoke", "cpu-science",
+                                     "gpu-quick"])
 def test_shipped_configs_are_valid(repo, config, profile):
     assert load_config(repo / "config.yaml")["protocol"] == "grouped"
     merged = copy.deepcopy(config)
@@ -101,12 +102,12 @@ def test_sizes_the_networks_cannot_take_are_config_errors(config, change, messag
 
 def test_a_gan_balance_needs_that_generator(config):
     config["experiments"].append({"name": "d", "balance": "dcgan", "model": "dermagan_cnn"})
-    with pytest.raises(ConfigError, match=r"\[5\]\.balance: dcgan needs gan.kind: dcgan"):
+    with pytest.raises(ConfigError, match=r"\[6\]\.balance: dcgan needs gan.kind: dcgan"):
         validate_config(config)
     config["gan"] = {**config["gan"], "kind": "dcgan"}
     with pytest.raises(ConfigError, match=r"\[0\]\.balance: cgan needs gan.kind: cgan"):
         validate_config(config)
-    config["experiments"] = config["experiments"][5:]
+    config["experiments"] = config["experiments"][5:]  # the strong baseline and d
     assert validate_config(config)["gan"]["kind"] == "dcgan"
 
 
@@ -114,3 +115,37 @@ def test_experiment_names_are_unique(config):
     config["experiments"].append(dict(config["experiments"][0]))
     with pytest.raises(ConfigError, match="used more than once"):
         validate_config(config)
+
+
+def test_recipe_keys_default_to_the_plain_loop(config):
+    section = validate_config(config)["classifier"]
+    assert {k: section[k] for k in ("optimizer", "lr_schedule", "lr_warmup_epochs",
+                                    "label_smoothing", "sampling", "ema", "tta")} == {
+        "optimizer": "adam", "lr_schedule": "constant", "lr_warmup_epochs": 0,
+        "label_smoothing": 0, "sampling": "uniform", "ema": 0, "tta": "none"}
+    del config["classifier"]["optimizer"], config["classifier"]["tta"]  # older config files
+    assert validate_config(config)["classifier"]["tta"] == "none"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"lr_schedule": "plateau"}, "lr_schedule plateau needs plateau_patience of at least 1"),
+    ({"lr_schedule": "onecycle", "plateau_patience": 3}, "plateau_patience belongs to"),
+    ({"lr_warmup_epochs": 2}, "lr_warmup_epochs 2 needs lr_schedule cosine or onecycle"),
+    ({"tta": "rotate"}, "overrides.tta: 'rotate' is not one of"),
+    ({"sampling_power": 2}, "overrides.sampling_power: 2 is greater than the maximum"),
+])
+def test_contradicting_recipe_keys_are_config_errors(config, overrides, message):
+    config["experiments"][0]["overrides"] = overrides
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_recipe_keys_are_valid_in_overrides_and_plateau_patience_alone_still_means_plateau(
+        config):
+    config["experiments"][0]["overrides"] = {
+        "optimizer": "adamw", "lr_schedule": "cosine", "lr_warmup_epochs": 0.5,
+        "label_smoothing": 0.1, "sampling": "balanced", "sampling_power": 1, "ema": 0.999,
+        "tta": "dihedral"}
+    config["experiments"][1]["overrides"] = {"plateau_patience": 5}  # before lr_schedule
+    config["experiments"][2]["overrides"] = {"lr_schedule": "plateau", "plateau_patience": 5}
+    assert validate_config(config)["experiments"][0]["overrides"]["tta"] == "dihedral"

@@ -78,6 +78,7 @@ def experiments(*entries: tuple[str, str, str]) -> list[dict]:
 
 
 def test_declared_comparisons_default_to_the_proposed_model_against_existing_baselines():
+    """Against the same model without C'GAN data, and against the strong baseline."""
     found = experiments(("prop", "cgan", "resnet50v2_deit"), ("aug", "augment", "resnet50v2_deit"),
                         ("cnn", "none", "resnet50v2_mobilenetv2"))
     assert declared_pairs(found, None) == [("prop", "aug")]  # no 'none' run of the same model
@@ -85,6 +86,12 @@ def test_declared_comparisons_default_to_the_proposed_model_against_existing_bas
     assert declared_pairs(found, None) == [("prop", "aug"), ("prop", "plain")]
     assert declared_pairs(experiments(("cnn", "cgan", "resnet50v2_mobilenetv2")), None) == []
     assert declared_pairs(found, [["cnn", "plain"]]) == [("cnn", "plain")]
+    found += experiments(("strong", "none", "resnetv2_50"), ("strong_cgan", "cgan", "resnetv2_50"))
+    found += [{"name": "strong_bin", "balance": "none", "model": "resnetv2_50", "task": "binary"},
+              {"name": "paper_recipe", "balance": "none", "model": "resnetv2_50",
+               "recipe": "other"}]
+    assert declared_pairs(found, None) == [("prop", "aug"), ("prop", "plain"),
+                                           ("prop", "strong")]  # real images, same task
 
 
 def test_an_unknown_experiment_in_the_declared_comparisons_is_a_config_error_naming_it():

@@ -50,6 +50,36 @@ def test_recipes_sit_between_the_config_section_and_the_overrides():
         registry.experiment_settings(section, {"name": "z", "model": "vgg"})
 
 
+def test_the_strong_baseline_recipe_is_the_plain_networks_own_and_any_models_by_name():
+    section = {"lr": 1e-4, "epochs": 8, "schedule": "staged", "optimizer": "adam", "ema": 0.0}
+    strong = registry.experiment_settings(section, {"name": "s", "model": "resnetv2_50"})
+    assert strong["optimizer"] == "adamw" and strong["lr_schedule"] == "onecycle"
+    assert strong["sampling"] == "balanced" and strong["sampling_power"] == 0.5
+    assert strong["label_smoothing"] == 0.1 and strong["ema"] > 0 and strong["tta"] == "flip"
+    assert strong["schedule"] == "single" and strong["frozen_layers"] == 0
+    assert strong["epochs"] == 8  # the budget stays the section's
+    fusion = registry.experiment_settings(section, {"name": "f", "model": "resnet50v2_deit",
+                                                    "recipe": "strong_baseline"})
+    assert fusion == strong  # the recipe replaces the model's own
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'"):
+        registry.experiment_settings(section, {"name": "z", "model": "resnetv2_50",
+                                               "recipe": "fast"})
+    recipes = [*registry.RECIPES.values(), *(m.recipe for m in registry.MODELS.values())]
+    assert not any({"epochs", "batch_size", "gpus"} & set(r) for r in recipes)
+    schema = load_schema()["properties"]["experiments"]["items"]["properties"]["recipe"]["enum"]
+    assert set(schema) == set(registry.RECIPES)
+
+
+def test_the_plain_network_is_timms_with_a_linear_head():
+    model = factory.create("resnetv2_50", num_classes=7, image_size=32, settings=SETTINGS,
+                           weights_dir=None)
+    assert [type(m).__name__ for m in model.children()] == ["ModuleList", "Linear"]
+    assert model.head.in_features == model.backbones[0].num_features == 2048
+    model.freeze_backbones()  # the staged schedule works on it too
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight",
+                                                                             "head.bias"]
+
+
 def test_hybrid_freezes_the_first_keras_layers_and_their_batchnorm_statistics():
     model = HybridClassifier("cnn_densenet121", 7)
     model.freeze_leading(55)  # paper 001: Keras's first 100 layers of DenseNet121

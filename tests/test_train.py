@@ -43,6 +43,11 @@ def setup(seed: int = 0):
 
 
 CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3)
+# every recipe option on (dermflow.training: schedules, sampling, ema)
+RECIPE = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3, optimizer="adamw",
+                     weight_decay=0.05, lr_schedule="onecycle", lr_warmup_epochs=1.5,
+                     label_smoothing=0.1, sampling="balanced", sampling_power=0.5, ema=0.9,
+                     class_weights=True)
 
 
 def test_training_learns_and_records_history():
@@ -56,9 +61,10 @@ def test_training_learns_and_records_history():
     assert accuracy > 0.5  # chance is 1/7
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cfg", [CFG, RECIPE], ids=["plain", "every-recipe-option"])
+def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch, cfg):
     model, data, tr, va = setup()
-    reference = fit(model, data, tr, va, CFG)
+    reference = fit(model, data, tr, va, cfg)
 
     calls = {"n": 0}
     real_scores = train.scores
@@ -73,12 +79,13 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     model, data, tr, va = setup()
     monkeypatch.setattr(train, "scores", dying_scores)
     with pytest.raises(KeyboardInterrupt):
-        fit(model, data, tr, va, CFG, checkpoint=checkpoint)
+        fit(model, data, tr, va, cfg, checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
     monkeypatch.setattr(train, "scores", real_scores)
     model, data, tr, va = setup(seed=99)  # a different init: everything must come from the file
-    resumed = fit(model, data, tr, va, CFG, checkpoint=checkpoint)
+    resumed = fit(model, data, tr, va, cfg, checkpoint=checkpoint)
     assert list(resumed.history["epoch"]) == [1, 2, 3, 4]
+    assert list(resumed.history["lr"]) == list(reference.history["lr"])
     for key, value in reference.state.items():
         torch.testing.assert_close(resumed.state[key], value, rtol=0, atol=0)
 

@@ -87,7 +87,7 @@ def test_split_seed_reruns_the_split_and_after_only(demo_run):
 def test_editing_library_code_reruns_its_stage(demo_run, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(demo_run, workdir, symlinks=True)
-    with open(workdir / "src/dermflow/hair.py", "a") as fh:
+    with open(workdir / "src/dermflow/data/hair.py", "a") as fh:
         fh.write("\n# an edit to the hair-removal code\n")
     jobs = planned_jobs(workdir, "--profile", "profiles/demo")
     assert {"remove_hair", "cache_images"} <= set(jobs)
@@ -142,3 +142,30 @@ def test_local_source_on_real_ham10000(tmp_path):
     fractions = pd.crosstab(split["dx"], split["split"], normalize="index")
     assert ((fractions["train"] - 0.7).abs() < 0.03).all()
     assert ((fractions["test"] - 0.1).abs() < 0.03).all()
+
+
+GENERATOR_STAGES = {"train_baseline", "extract_attention", "train_gan", "generate_synthetic",
+                    "check_synthetic", "split_pool"}
+
+
+def test_a_run_without_generator_data_plans_no_generator(tmp_path):
+    workdir = copy_workflow(tmp_path / "w")
+    (workdir / "plain.yaml").write_text(yaml.safe_dump({"experiments": [
+        {"name": "strong_baseline", "balance": "none", "model": "resnetv2_50"},
+        {"name": "augment_resnet50v2_deit", "balance": "augment", "model": "resnet50v2_deit"}]}))
+    jobs = planned_jobs(workdir, "--profile", "profiles/demo", "--configfile",
+                        "profiles/demo/demo.yaml", "plain.yaml")
+    assert not GENERATOR_STAGES & set(jobs)
+    assert jobs["train_classifier"] == 2
+    assert {"build_dataset", "build_augmented_dataset", "predict", "evaluate", "compare",
+            "report"} <= set(jobs)
+
+
+@pytest.mark.skipif(not SHARED_HAM.is_dir(), reason="shared HAM10000 copy not present")
+def test_cpu_science_plans_the_strong_baseline_alone(tmp_path):
+    workdir = copy_workflow(tmp_path / "w")
+    jobs = planned_jobs(workdir, "--profile", "profiles/cpu-science",
+                        "--config", f"dataset={{source: local, path: {SHARED_HAM}}}")
+    assert jobs == dict.fromkeys(["validate_dataset", "remove_hair", "cache_images",
+                                  "split_dataset", "build_dataset", "train_classifier", "predict",
+                                  "evaluate", "compare", "report", "all"], 1)

@@ -15,8 +15,13 @@ import yaml
 from conftest import REPO, planned_jobs
 from sklearn.metrics import balanced_accuracy_score
 
+from dermflow.data.cache import load_dataset
+from dermflow.experiments.datasets import positions
 from dermflow.labels import CLASSES, task_classes, task_labels
+from dermflow.models.io import load_model
 from dermflow.models.registry import experiment_settings
+from dermflow.training.batches import ImageTensor
+from dermflow.training.loop import predict
 
 pytestmark = pytest.mark.workflow
 DEMO = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())
@@ -83,6 +88,31 @@ def test_each_model_trains_with_its_papers_recipe(demo_run):
     assert model["settings"]["frozen_layers"] == 55 and model["settings"]["schedule"] == "single"
 
 
+def test_strong_baseline_trains_by_its_recipe_and_predicts_with_flip_tta(demo_run):
+    """The recipe reaches the loop (AdamW, one-cycle per batch, balanced sampling, label
+    smoothing, EMA) and predict averages the image and its mirror."""
+    folder = demo_run / "results/experiments/strong_baseline"
+    config = json.loads((folder / "metrics.json").read_text())["train_config"]
+    assert {k: config[k] for k in ("optimizer", "lr_schedule", "sampling", "sampling_power",
+                                   "label_smoothing", "ema", "epochs", "lr_warmup_epochs")} == {
+        "optimizer": "adamw", "lr_schedule": "onecycle", "sampling": "balanced",
+        "sampling_power": 0.5, "label_smoothing": 0.1, "ema": 0.999, "epochs": 4,
+        "lr_warmup_epochs": 1}
+    lr = pd.read_csv(folder / "history.csv")["lr"]
+    assert lr.iloc[-1] < 1e-3 * lr.max() < lr.iloc[0]  # the cycle ran down to ~0
+    model, meta = load_model(folder / "model.pt", torch.device("cpu"))
+    images, table = load_dataset(str(demo_run / "results/datasets/none/dataset.csv"),
+                                 str(demo_run / f"results/cache/images_{DEMO['image_size']}.npy"),
+                                 None)
+    test = positions(table, "test")
+    data = ImageTensor(images, np.zeros(len(images), np.int64), torch.device("cpu"),
+                       meta["mean"], meta["std"])
+    written = pd.read_csv(folder / "predictions.csv").query("split == 'test'")
+    written = written[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(written, predict(model, data, test, 64, tta="flip"), atol=1e-5)
+    assert not np.allclose(written, predict(model, data, test, 64, tta="none"), atol=1e-5)
+
+
 def test_attention_hybrid_shows_its_own_heatmaps(demo_run):
     """Paper 001's attention model gets a second row of saliency maps: its attention."""
     def height(name: str) -> int:
@@ -118,9 +148,11 @@ def test_adding_an_experiment_is_a_config_edit(demo_run, tmp_path):
                     "compare": 1, "report": 1, "all": 1}  # and what gathers every experiment
 
 
-def test_command_line_predict_matches_the_pipeline(demo_run, tmp_path):
-    """`dermflow predict` on raw files repeats the pipeline's preparation exactly."""
-    folder = demo_run / "results/experiments/cgan_resnet50v2_deit"
+@pytest.mark.parametrize("experiment", ["cgan_resnet50v2_deit", "strong_baseline"])
+def test_command_line_predict_matches_the_pipeline(demo_run, tmp_path, experiment):
+    """`dermflow predict` on raw files repeats the pipeline's preparation exactly, and the
+    experiment's test-time augmentation (the strong baseline's: flip)."""
+    folder = demo_run / "results/experiments" / experiment
     test = pd.read_csv(folder / "predictions.csv").query("split == 'test'").head(3)
     raw = demo_run / "resources/demo/HAM10000_images_part_1"
     out = tmp_path / "cli.csv"

@@ -83,7 +83,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     config = _merged_config(args.config) if args.config else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    table = predict_files(args.model, args.images, device=device, config=config)
+    table = predict_files(args.model, args.images, device=device, config=config, tta=args.tta)
     if args.out:
         write_csv(table, args.out)
     else:
@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "checked against the preparation the model records (hair removal, size); "
                    "needed only for model files that record none")
     p.add_argument("--out", help="CSV to write (default: stdout)")
+    p.add_argument("--tta", choices=("none", "flip", "dihedral"),
+                   help="test-time augmentation (default: the experiment's classifier.tta, "
+                        "as the pipeline predicted)")
     p.set_defaults(func=_predict)
     return parser
 

@@ -18,7 +18,8 @@ import yaml
 from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import BALANCES, GENERATORS
-from dermflow.models.registry import MODELS
+from dermflow.models.registry import MODELS, RECIPES, experiment_settings
+from dermflow.training.schedules import CURVES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -121,8 +122,29 @@ def _errors(config: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
             if balance in GENERATORS and gan.get("kind") != balance:
                 yield (f"experiments[{k}].balance: {balance} needs gan.kind: {balance} (the run "
                        f"trains one generator; gan.kind is {gan.get('kind')})")
+            if isinstance(e, dict) and e.get("model") in MODELS and e.get("recipe") in (
+                    None, *RECIPES) and isinstance(config.get("classifier"), dict):
+                yield from (f"experiments[{k}] ({e.get('name')}): {problem}" for problem in
+                            _schedule_problems(experiment_settings(config["classifier"], e)))
     if gan.get("kind") in GENERATORS:
         yield from GENERATORS[gan["kind"]].check(config)
+
+
+def _schedule_problems(settings: dict[str, Any]) -> Iterator[str]:
+    """Learning-rate settings that contradict each other in an experiment's merged settings
+    (the classifier section, the model's recipe, the overrides)."""
+    schedule, patience = settings.get("lr_schedule"), settings.get("plateau_patience")
+    if not isinstance(patience, int):
+        return
+    if schedule == "plateau" and patience < 1:
+        yield "lr_schedule plateau needs plateau_patience of at least 1"
+    if schedule in CURVES and patience > 0:
+        yield (f"lr_schedule {schedule} and plateau_patience {patience}: plateau_patience "
+               "belongs to lr_schedule plateau; set it to 0")
+    warmup = settings.get("lr_warmup_epochs")
+    if schedule not in CURVES and isinstance(warmup, (int, float)) and warmup > 0:
+        yield (f"lr_warmup_epochs {warmup} needs lr_schedule cosine or onecycle (it is "
+               f"{schedule})")
 
 
 def _sorted(value: Any) -> Any:
@@ -143,6 +165,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     experiment = schema["properties"]["experiments"]["items"]["properties"]
     experiment["balance"]["enum"] = list(BALANCES)
     experiment["model"]["enum"] = list(MODELS)
+    experiment["recipe"]["enum"] = list(RECIPES)
     return schema
 
 

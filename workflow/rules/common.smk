@@ -187,23 +187,23 @@ def at(path, fold=0, **names):
 
 
 def final_targets():
-    """Everything `snakemake` builds by default."""
+    """Everything `snakemake` builds by default: the generator's stages (baseline, attention
+    maps, GAN, synthetic images and their check) only when an experiment uses its images."""
     targets = [
         "results/data/quarantine.csv",
         *(["results/cv/summary.json"] if CV else ["results/split/summary.json"]),
         "results/report/ablation.md",
     ]
-    folds = range(FOLDS) if "{fold}" in UP else [0]
-    for f in folds:
-        targets += [
-            at(f"{UP}/baseline/metrics.json", f),
-            at(f"{UP}/attention/attention.npy", f),
-            at(f"{UP}/synthetic/quality.json", f),
-        ]
-    for f in range(FOLDS):
-        targets.append(at(f"{RUN}/synthetic/split.csv", f))
-        if CV:
-            targets.append(f"results/cv/fold{f}/summary.csv")
+    if any(e["balance"] in GENERATORS for e in EXPERIMENTS.values()):
+        for f in range(FOLDS) if "{fold}" in UP else [0]:
+            targets += [
+                at(f"{UP}/baseline/metrics.json", f),
+                at(f"{UP}/attention/attention.npy", f),
+                at(f"{UP}/synthetic/quality.json", f),
+            ]
+        targets += [at(f"{RUN}/synthetic/split.csv", f) for f in range(FOLDS)]
+    if CV:
+        targets += [f"results/cv/fold{f}/summary.csv" for f in range(FOLDS)]
     targets += expand(f"{EVAL}/evaluation.json", experiment=EXPERIMENTS)
     if config["hair_removal"]["enabled"]:
         targets.append("results/hair/metrics.json")

@@ -2,8 +2,10 @@
 
 ``report.comparisons`` lists experiment pairs; by default the proposed model on C'GAN
 data is compared with the same model and task under each baseline balance mode
-(classical augmentation, no balancing), where those experiments exist. Read while the
-workflow plans and by config validation, so nothing heavy is imported here.
+(classical augmentation, no balancing) and with the strong baseline (timm ResNetV2-50
+alone on the real images, trained by its own modern recipe), where those experiments
+exist. Read while the workflow plans and by config validation, so nothing heavy is
+imported here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from dermflow.errors import ConfigError
 
 PROPOSED = ("cgan", "resnet50v2_deit")  # (balance, model) of the source paper's method
 BASELINES = ("augment", "none")  # what the proposed model is compared with by default
+STRONG_BASELINE = ("none", "resnetv2_50", "strong_baseline")  # (balance, model, recipe)
+
+
+def is_strong_baseline(experiment: dict[str, Any]) -> bool:
+    """The strong baseline: its model on the real images by its own (or the named) recipe."""
+    balance, model, recipe = STRONG_BASELINE
+    return (experiment["balance"], experiment["model"]) == (balance, model) and \
+        experiment.get("recipe", recipe) == recipe
 
 
 def declared_pairs(experiments: list[dict[str, Any]], pairs: list[list[str]] | None,
@@ -36,8 +46,11 @@ def declared_pairs(experiments: list[dict[str, Any]], pairs: list[list[str]] | N
     for e in experiments:
         if (e["balance"], e["model"]) != PROPOSED:
             continue
+        task = e.get("task", "multiclass")
         for balance in BASELINES:
             found += [(e["name"], o["name"]) for o in experiments
                       if o["balance"] == balance and o["model"] == e["model"]
-                      and o.get("task", "multiclass") == e.get("task", "multiclass")]
+                      and o.get("task", "multiclass") == task]
+        found += [(e["name"], o["name"]) for o in experiments
+                  if is_strong_baseline(o) and o.get("task", "multiclass") == task]
     return found

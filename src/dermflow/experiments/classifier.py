@@ -3,9 +3,11 @@
 Training follows the experiment's schedule. ``staged`` is paper 000's: warm-up
 with frozen backbones, then fine-tuning of the last backbone blocks at a reduced
 learning rate. ``single`` is one run with the first ``frozen_layers`` backbone
-layers frozen (papers 001-004). Each stage is the shared loop
-(dermflow.training.loop.fit), so it is checkpointed every epoch and resumes; the epoch
-with the best validation macro-F1 over all stages is kept.
+layers frozen (papers 001-004, the strong baseline). Each stage is the shared loop
+(dermflow.training.loop.fit) with the settings' recipe options (optimizer, LR schedule,
+label smoothing, sampling, EMA), so it is checkpointed every epoch and resumes; the epoch
+with the best validation macro-F1 over all stages is kept. Validation during training
+predicts without test-time augmentation; the recorded test scores use the settings' ``tta``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def stage_config(settings: dict[str, Any], *, epochs: int, lr: float, patience: 
                        class_weights=settings["class_weights"], monitor=settings["monitor"],
                        plateau_factor=settings["plateau_factor"],
                        plateau_patience=settings["plateau_patience"],
-                       betas=tuple(settings["betas"]),
+                       betas=tuple(settings["betas"]), optimizer=settings["optimizer"],
+                       lr_schedule=settings["lr_schedule"],
+                       lr_warmup_epochs=settings["lr_warmup_epochs"],
+                       label_smoothing=settings["label_smoothing"],
+                       sampling=settings["sampling"], sampling_power=settings["sampling_power"],
+                       ema=settings["ema"],
                        compile=resolve_compile(settings["compile"], device),
                        precision=precision, seed=seed, extra=extra)
 
@@ -134,6 +141,12 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
              "parameters, device %s", name, experiment["model"], task, settings["schedule"],
              experiment["balance"], len(train), sources, len(val), len(test),
              backbones.count_parameters(model), device)
+    log.info("recipe %s: %s lr %g (%s, warm-up %g epochs), weight decay %g, label smoothing "
+             "%g, %s sampling (power %g), EMA %g, test-time augmentation %s",
+             experiment.get("recipe", "the model's own"), settings["optimizer"], settings["lr"],
+             settings["lr_schedule"], settings["lr_warmup_epochs"], settings["weight_decay"],
+             settings["label_smoothing"], settings["sampling"], settings["sampling_power"],
+             settings["ema"], settings["tta"])
     started = time.perf_counter()
     history, best_epoch, best_stage = train_model(
         model, data, train, val, settings, device=device, precision=precision, seed=seed,
@@ -144,7 +157,7 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
     if not is_writer():
         return
     test_scores = scores(labels[test], predict(model, data, test, settings["batch_size"] * 2,
-                                               precision))
+                                               precision, settings["tta"]))
     save_model(model, out_model, kind="classifier", architecture=experiment["model"],
                task=task, classes=list(classes), image_size=size, mean=mean, std=std,
                settings=settings, experiment=experiment, name=name, best_epoch=best_epoch,

@@ -1,6 +1,7 @@
 """predict: an experiment's class probabilities on val, test and the external test set, with
 saliency maps for a few test images; and ``dermflow predict`` on new image files, prepared as
-the pipeline prepared its own."""
+the pipeline prepared its own. Probabilities are averaged over the test-time augmentation
+views of the experiment's ``tta`` setting (dermflow.training.tta)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,21 @@ def with_probabilities(rows: pd.DataFrame, probs: np.ndarray, classes: list[str]
     return out
 
 
+def model_tta(meta: dict[str, Any]) -> str:
+    """The test-time augmentation a saved model was trained to be predicted with (none for
+    model files from before the ``tta`` setting)."""
+    return meta.get("settings", {}).get("tta", "none")
+
+
 def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy: str,
                      index_csv: str, *, device: torch.device, precision: str,
-                     batch_size: int) -> pd.DataFrame:
+                     batch_size: int, tta: str = "none") -> pd.DataFrame:
     """Prediction rows (split ``external``) for the external test set's image cache."""
     images = np.load(cache_npy, mmap_mode="r")
     index = pd.read_csv(index_csv)
     labels = task_labels(index["dx"].to_numpy(), meta["task"])
     data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
-    probs = predict(model, data, np.arange(len(index)), batch_size, precision)
+    probs = predict(model, data, np.arange(len(index)), batch_size, precision, tta)
     rows = index[["image_id", "lesion_id", "dx"]].assign(label=labels, split="external",
                                                          source="real", pos=-1)
     return with_probabilities(rows, probs, meta["classes"])
@@ -50,12 +57,15 @@ def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy
 
 def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
                   device: torch.device, config: dict[str, Any] | None = None,
-                  precision: str = "bf16", batch_size: int = 32) -> pd.DataFrame:
+                  precision: str = "bf16", batch_size: int = 32,
+                  tta: str | None = None) -> pd.DataFrame:
     """Class probabilities for image files, prepared as the model's training images were
-    (the preparation recipe its file records, dermflow.data.preparation). ``config``, a
-    validated run config, must agree with that recipe; a model file too old to carry one
-    is prepared as ``config`` says."""
+    (the preparation recipe its file records, dermflow.data.preparation), with the model's
+    own test-time augmentation unless ``tta`` names another. ``config``, a validated run
+    config, must agree with that recipe; a model file too old to carry one is prepared as
+    ``config`` says."""
     model, meta = load_model(model_path, device)
+    tta = tta or model_tta(meta)
     prepared_as = meta.get("preparation")
     if prepared_as is None:
         if config is None:
@@ -69,7 +79,7 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
                             "give the config of the run that trained it")
     images = np.stack([prepare(str(path), prepared_as) for path in paths])
     data = ImageTensor(images, np.zeros(len(images), np.int64), device, meta["mean"], meta["std"])
-    probs = predict(model, data, np.arange(len(images)), batch_size, precision)
+    probs = predict(model, data, np.arange(len(images)), batch_size, precision, tta)
     out = with_probabilities(pd.DataFrame({"path": [str(p) for p in paths]}), probs,
                              meta["classes"])
     out["pred"] = [meta["classes"][k] for k in out["pred"]]
@@ -85,16 +95,18 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     test images."""
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     model, meta = load_model(model_path, device)
+    tta = model_tta(meta)
     labels = labels_by_position(table, len(images), meta["task"])
     data = ImageTensor(images, labels, device, meta["mean"], meta["std"])
     rows = table[table["split"].isin(["val", "test"])].reset_index(drop=True)
     rows["label"] = labels[rows["pos"].to_numpy()]
-    probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision)
+    probs = predict(model, data, rows["pos"].to_numpy(), batch_size, precision, tta)
     columns = ["image_id", "lesion_id", "split", "source", "dx", "label", "pos"]
     out = with_probabilities(rows[columns], probs, meta["classes"])
     if external is not None:
         out = pd.concat([out, predict_external(model, meta, *external, device=device,
-                                               precision=precision, batch_size=batch_size)],
+                                               precision=precision, batch_size=batch_size,
+                                               tta=tta)],
                         ignore_index=True)
     write_csv(out.drop(columns="pos"), out_predictions)
     test = out[out["split"] == "test"]
@@ -107,6 +119,7 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     if attention is not None:
         maps["attention"] = attention
     plot_saliency(images, maps, chosen, meta["classes"], out_saliency)
-    log.info("predicted %d val/test images; test accuracy %.3f", len(out),
+    log.info("predicted %d val/test images (test-time augmentation: %s); test accuracy %.3f",
+             len(out), tta,
              float((test["pred"] == test["label"]).mean()) if len(test) else float("nan"))
     return out

@@ -6,6 +6,12 @@ several GPUs with DDP inside a process group (dermflow.training.distributed), an
 resumable: each epoch ends with an atomic checkpoint, and all randomness of an
 epoch is seeded from (seed, epoch), so a killed run that resumes reaches the
 same weights as one that never stopped.
+
+The recipe options (TrainConfig): Adam or AdamW, a learning-rate schedule
+(dermflow.training.schedules), label smoothing, class-balanced sampling
+(dermflow.training.sampling) and an exponential moving average of the weights
+(dermflow.training.ema); their defaults are the plain loop. ``predict`` averages
+test-time augmentation views (dermflow.training.tta).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from dermflow.atomic import atomic_path
 from dermflow.evaluation.metrics import SELECTION, point
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.distributed import in_process_group, rank_world
+from dermflow.training.ema import EMA
+from dermflow.training.sampling import epoch_order, image_weights
+from dermflow.training.schedules import CURVES, lr_factor, resolve
+from dermflow.training.tta import tta_probs
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,15 @@ class TrainConfig:
     class_weights: bool = False
     monitor: str = "val_macro_f1"  # what early stopping and LR-on-plateau watch (or val_loss)
     plateau_factor: float = 0.2  # LR x this after plateau_patience epochs without gain
-    plateau_patience: int = 0  # 0: constant LR
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam
+    plateau_patience: int = 0  # lr_schedule plateau (constant with patience > 0 is plateau)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
+    optimizer: str = "adam"  # adam (L2 weight decay) | adamw (decoupled weight decay)
+    lr_schedule: str = "constant"  # a key of schedules.SCHEDULES
+    lr_warmup_epochs: float = 0.0  # cosine/onecycle: warm-up length (stepped per batch)
+    label_smoothing: float = 0.0
+    sampling: str = "uniform"  # uniform | balanced (class weights 1/f^sampling_power)
+    sampling_power: float = 0.5
+    ema: float = 0.0  # decay of the weights' moving average (validated and kept); 0: off
     compile: bool = False
     precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
     seed: int = 0
@@ -97,15 +114,37 @@ def seed_epoch(seed: int, epoch: int,
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, batch_size: int,
-            precision: str = "bf16") -> np.ndarray:
-    """Softmax probabilities (len(index) x classes) in eval mode, without augmentation."""
+            precision: str = "bf16", tta: str = "none") -> np.ndarray:
+    """Softmax probabilities (len(index) x classes) in eval mode, without training
+    augmentation; averaged over the views of ``tta`` (a key of tta.VIEWS)."""
     model.eval()
     out = []
-    for chunk in batches(torch.as_tensor(index), batch_size):
+    for chunk in batches(torch.tensor(index), batch_size):  # a copy: pandas arrays are read-only
         x, _ = data.batch(chunk)
         with autocast(data.device, precision):
-            out.append(torch.softmax(model(x).float(), dim=1))
+            out.append(tta_probs(model, x, tta))
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+                  smoothing: float) -> torch.Tensor:
+    """Cross-entropy with optional class weights and label smoothing (the target puts
+    1 - smoothing on the label and smoothing spread evenly over all classes)."""
+    return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=smoothing)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (weight decay added to the gradient) or AdamW (decoupled) over what learns."""
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    return kind((p for p in model.parameters() if p.requires_grad), lr=cfg.lr, betas=cfg.betas,
+                weight_decay=cfg.weight_decay)
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps of an epoch of ``images`` (batches(drop_last=True) keeps a lone short
+    batch)."""
+    chunks = -(-images // batch_size)
+    return chunks - 1 if chunks > 1 and images % batch_size else chunks
 
 
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -133,9 +172,12 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     """Train, select the epoch with the best validation macro-F1, checkpoint every epoch."""
     device = data.device
     model.to(device, memory_format=torch.channels_last)
-    optimizer = (optimizer_factory(model) if optimizer_factory else torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad), lr=cfg.lr, betas=cfg.betas,
-        weight_decay=cfg.weight_decay))
+    optimizer = optimizer_factory(model) if optimizer_factory else make_optimizer(model, cfg)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    schedule = resolve(cfg.lr_schedule, cfg.plateau_patience)
+    steps = steps_per_epoch(len(train_idx), cfg.batch_size)
+    total_steps, warmup_steps = cfg.epochs * steps, round(cfg.lr_warmup_epochs * steps)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
     lower = cfg.monitor == "val_loss"
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min" if lower else "max", factor=cfg.plateau_factor,
@@ -147,6 +189,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         counts = np.bincount(labels[train_idx], minlength=n_classes).astype(np.float64)
         weight = torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)),
                               dtype=torch.float32, device=device)
+    drawing = (image_weights(labels[train_idx], cfg.sampling_power)
+               if cfg.sampling == "balanced" else None)
     history: list[dict[str, float]] = []
     best_state, best_metric, best_epoch, start = None, -1.0, -1, 0
     watched, watched_epoch = float("inf") if lower else -float("inf"), -1
@@ -161,6 +205,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             best_state, start = saved["best_state"], saved["epoch"]
             watched, watched_epoch = saved["watched"], saved["watched_epoch"]
             plateau.load_state_dict(saved["plateau"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
             log.info("resuming from %s after epoch %d", checkpoint, start)
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
@@ -181,20 +227,27 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
             break
         host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
-        order = train_tensor[torch.randperm(len(train_tensor), generator=host_gen)]
+        order = epoch_order(train_tensor, drawing, host_gen)
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        for chunk in batches(order, cfg.batch_size, drop_last=True):
+        for step, chunk in enumerate(batches(order, cfg.batch_size, drop_last=True),
+                                     start=epoch * steps):
             x, y = data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)
             if world > 1:  # the same global batch on every rank; each trains on its share
                 x, y = x[rank::world], y[rank::world]
             with autocast(device, cfg.precision):
-                loss = F.cross_entropy(step_model(x).float(), y, weight=weight)
+                loss = cross_entropy(step_model(x), y, weight, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if schedule in CURVES:
+                factor = lr_factor(schedule, step, total_steps, warmup_steps)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
             optimizer.step()
+            if ema is not None:
+                ema.update()
             loss_sum += loss.detach() * len(chunk)
             seen += len(chunk)
         if distributed:
@@ -202,7 +255,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             loss_sum /= world
         train_loss = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
-        val_probs = predict(model, data, val_idx, cfg.batch_size * 2, cfg.precision)
+        kept = ema.model if ema is not None else model  # what is validated and kept
+        val_probs = predict(kept, data, val_idx, cfg.batch_size * 2, cfg.precision)
         val = scores(labels[val_idx], val_probs)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
                "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
@@ -211,10 +265,10 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         history.append(row)
         if val["macro_f1"] > best_metric:
             best_metric, best_epoch = val["macro_f1"], epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in kept.state_dict().items()})
         if (row[cfg.monitor] < watched) if lower else (row[cfg.monitor] > watched):
             watched, watched_epoch = row[cfg.monitor], epoch
-        if cfg.plateau_patience:
+        if schedule == "plateau":
             plateau.step(row[cfg.monitor])
         log.info("epoch %d/%d loss %.4f val loss %.4f macro-F1 %.4f bal-acc %.4f acc %.4f | "
                  "lr %.2g | %.0f img/s", epoch + 1, cfg.epochs, train_loss, row["val_loss"],
@@ -226,7 +280,8 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                 "optimizer": optimizer.state_dict(), "history": history,
                 "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state,
                 "watched": watched, "watched_epoch": watched_epoch,
-                "plateau": plateau.state_dict()})
+                "plateau": plateau.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None})
     if best_state is None:
         raise RuntimeError("training ran no epoch: check epochs and the training split")
     return FitResult(best_state, best_epoch + 1, pd.DataFrame(history))
