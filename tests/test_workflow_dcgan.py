@@ -69,5 +69,8 @@ def test_with_and_without_gan_images_are_both_in_the_report(dcgan_run):
     table = pd.read_csv(workdir / "results/report/ablation.csv")
     assert list(table["experiment"].unique()) == ["dcgan_dermagan_cnn", "none_dermagan_cnn"]
     comparisons = pd.read_csv(workdir / "results/report/comparisons.csv")
-    assert len(comparisons) == 2 and comparisons["difference"].notna().all()
+    assert set(zip(comparisons["a"], comparisons["b"], strict=True)) == {
+        ("dcgan_dermagan_cnn", "none_dermagan_cnn")}
+    assert set(comparisons["split"]) == {"test", "external"}
+    assert comparisons["difference"].notna().all()
     assert "dcgan_dermagan_cnn" in (workdir / "results/report/ablation.md").read_text()
