@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dermflow.evaluation.headline import leakage_line
 from dermflow.evaluation.leakage import dhash, leakage_audit, near_duplicate_pairs
 from dermflow.evaluation.report import ablation_table
 
@@ -55,3 +56,16 @@ def test_ablation_table_puts_the_papers_figures_beside_ours():
     assert macro["paper_accuracy"] == 0.92 and macro["training_minutes"] == 2
     other = table[(table["experiment"] == "other") & (table["class"] == "macro average")].iloc[0]
     assert other["paper_row"] == "" and pd.isna(other["paper_f1"])
+
+
+def test_leakage_headline_counts_shared_real_images_once():
+    audit = {name: {"lesions_in_several_splits": 0, "non_real_in_val_test": 0,
+                    "near_duplicate_pairs_train_vs_val_test": 3} for name in ("cgan", "none")}
+    audit["augment"] = {"lesions_in_several_splits": 0, "non_real_in_val_test": 0,
+                        "near_duplicate_pairs_train_vs_val_test": 0}
+    line = leakage_line(audit, "grouped")
+    assert line.startswith("**Leakage: yes** (protocol grouped): 0 lesions in several splits, "
+                           "0 synthetic or augmented images in val/test, 3 near-duplicate")
+    assert "datasets cgan, none)" in line  # 3 pairs of the same real images, not 6
+    clean = {"none": {**audit["augment"]}}
+    assert leakage_line(clean, "grouped").startswith("**Leakage: none found**")
