@@ -1,4 +1,5 @@
-"""One timm network and a linear head: the strong baseline's ``resnetv2_50``.
+"""One timm network and a linear head: the strong baseline's ``resnetv2_50`` (``resnet18``
+ at CPU scale).
 
 The backbone's globally pooled features go straight to a linear layer, as in timm's own
 classifier, so the model is the plain network every method must beat when trained with a

@@ -65,6 +65,10 @@ MODELS: dict[str, Classifier] = {
     "resnetv2_50": Classifier("dermflow.models.plain:build",
                               "strong baseline: current practice, no source paper",
                               RECIPES["strong_baseline"], {"backbone": RESNET}),
+    # the same at CPU scale (profiles/cpu-science): timm ResNet-18, 11M parameters
+    "resnet18": Classifier("dermflow.models.plain:build",
+                           "strong baseline at CPU scale: current practice, no source paper",
+                           RECIPES["strong_baseline"], {"backbone": "resnet18"}),
     # fusion: the backbones' features fused (cross-attention when one is a transformer)
     "resnet50v2_deit": Classifier(FUSION, PAPER_000, options={"backbones": (RESNET, DEIT)},
                                   patch_size=16),
