@@ -15,7 +15,7 @@ from dermflow.config import validate_config
 from dermflow.errors import ConfigError
 from dermflow.evaluation.compare import compare_experiments
 from dermflow.evaluation.declared import declared_pairs
-from dermflow.evaluation.evaluate import evaluate_experiment
+from dermflow.evaluation.evaluate import evaluate_experiment, plot_bootstrap
 from dermflow.evaluation.metrics import HEADLINE
 from dermflow.evaluation.predictions import classes_of
 from dermflow.labels import BINARY, CLASSES
@@ -105,3 +105,12 @@ def test_an_unknown_experiment_in_the_declared_comparisons_is_a_config_error_nam
     config["report"]["comparisons"] = [["cgan_resnet50v2_deit", "bin"]]
     with pytest.raises(ConfigError, match="different tasks"):
         validate_config(config)
+
+
+def test_bootstrap_figure_of_a_metric_constant_but_for_rounding(tmp_path):
+    # a one-class classifier's balanced accuracy is 1/7 in every class-stratified resample,
+    # computed in an order that leaves last-bit differences
+    constant = np.full(200, 1 / 7) + np.arange(200) % 2 * np.spacing(1 / 7)
+    plot_bootstrap({"balanced_accuracy": constant, "macro_f1": np.linspace(0.2, 0.4, 200)},
+                   str(tmp_path / "bootstrap.png"))
+    assert (tmp_path / "bootstrap.png").stat().st_size > 0

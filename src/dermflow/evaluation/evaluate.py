@@ -64,7 +64,10 @@ def plot_bootstrap(values: dict[str, np.ndarray], out_png: str) -> None:
     names = [k for k, v in values.items() if v.ndim == 1 and (~np.isnan(v)).any()]
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        v = values[name][~np.isnan(values[name])]
+        # a metric constant over resamples (a one-class classifier's balanced accuracy
+        # under the class-stratified bootstrap) may differ in its last bits, which
+        # np.histogram cannot cut into 30 bins: round those differences away
+        v = np.round(values[name][~np.isnan(values[name])], 12)
         ax.hist(v, bins=30, color="tab:blue")
         ax.axvline(np.percentile(v, 2.5), color="grey", linestyle="--")
         ax.axvline(np.percentile(v, 97.5), color="grey", linestyle="--")
