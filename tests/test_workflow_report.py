@@ -102,7 +102,8 @@ def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run):
     html = (demo_run / "report.html").read_text(errors="replace")
     expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",
                 "quality.md", "ablation.md", "attention_overlays.png", "Best on the test split",
-                "Headline: test and external sets"]
+                "Headline: balanced accuracy, sets side by side",
+                "Headline: macro ROC AUC"]
     missing = [name for name in expected if name not in html]
     assert not missing
 

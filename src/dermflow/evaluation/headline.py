@@ -3,8 +3,9 @@
 It is reStructuredText written by the report rule from the results: a few sentences
 that answer the questions a reader comes with (which experiment is best, do the
 declared comparisons hold, is anything leaking, was data set aside), then the
-headline table (each experiment's balanced accuracy, macro-F1 and macro ROC AUC with
-their 95% lesion-cluster intervals, on test and external), the declared comparisons
+headline tables (each experiment's balanced accuracy, macro-F1 and macro ROC AUC with
+their 95% lesion-cluster intervals, on CV, test and external side by side; one table a
+metric, narrow enough for the page's left column), the declared comparisons
 with Holm-adjusted p-values, the leakage audit, and how to read it all.
 """
 
@@ -166,8 +167,18 @@ def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict]
     title = f"dermflow: {len(experiments)} experiments, protocol {protocol}"
     lines = [title, "=" * len(title), "",
              *_answer(experiments, evaluations, comparisons, audit, quarantined, protocol), ""]
-    lines += _csv_table(f"Headline: test and external sets (95% lesion-cluster intervals, "
-                        f"B = {resamples})", headline_rows(experiments, evaluations))
+    rows = headline_rows(experiments, evaluations)
+    lines += _csv_table("Experiments", [{k: r[k] for k in ("experiment", "model", "balance",
+                                                            "task")} for r in rows])
+    for metric in HEADLINE:  # a narrow table per metric: the page has the DAG beside it
+        label = METRICS[metric].label
+        extra = ("CV runs", "balanced accuracy gap") if metric == "balanced_accuracy" else ()
+        lines += _csv_table(
+            f"Headline: {label}, sets side by side (95% lesion-cluster intervals, "
+            f"B = {resamples})",
+            [{"experiment": r["experiment"],
+              **{k: v for k, v in r.items() if k.endswith(f" {label}") or k.startswith(extra)}}
+             for r in rows])
     lines += _csv_table(f"Declared comparisons (paired lesion-cluster bootstrap, B = "
                         f"{resamples}; Holm-adjusted across all of them)",
                         _declared(comparisons))
