@@ -145,9 +145,12 @@ SMALL = {  # the demo, smaller still: this DAG runs once more, job by job throug
     "gan": {"epochs": 1},
     "quality": {"lpips_pairs": 10},
     "classifier": {"epochs": 2, "warmup_epochs": 1},
-    # runs beside train_baseline: GPU jobs that overlap
+    # two classifiers trained at the same time: GPU jobs that overlap (experiments without
+    # generator data plan no baseline, attention maps or GAN)
     "experiments": [{"name": "none_resnet50v2_deit", "balance": "none",
-                     "model": "resnet50v2_deit"}],
+                     "model": "resnet50v2_deit"},
+                    {"name": "strong_baseline", "balance": "none", "model": "resnetv2_50",
+                     "overrides": {"lr_warmup_epochs": 1}}],
     "dataset": {"external_test": False},
 }
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
