@@ -99,14 +99,21 @@ def smoothgrad_rate(model_name: str, device: torch.device, size: int, samples: i
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnetv2_50")
+def loop_arguments(doc: str, model: str) -> argparse.ArgumentParser:
+    """The options every training-loop benchmark takes (this one's, bench_classifier's and
+    bench_recipe's)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default=model)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--compile", action="store_true")
+    return parser
+
+
+def main() -> None:
+    parser = loop_arguments(__doc__, "resnetv2_50")
     parser.add_argument("--sg-samples", type=int, default=25)
     parser.add_argument("--sg-batch", type=int, default=8)
     args = parser.parse_args()

@@ -10,12 +10,11 @@ for what each loop does. Prints a Markdown row for benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 
 import torch
 import yaml
-from bench_baseline import bare_loop, dermflow_loop
+from bench_baseline import bare_loop, dermflow_loop, loop_arguments
 
 from dermflow.config import validate_config
 from dermflow.models import factory
@@ -24,13 +23,7 @@ from dermflow.provenance import cpu_name
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50v2_deit")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--compile", action="store_true")
+    parser = loop_arguments(__doc__, "resnet50v2_deit")
     parser.add_argument("--config", default="config.yaml", help="takes its classifier section")
     args = parser.parse_args()
     with open(args.config) as fh:

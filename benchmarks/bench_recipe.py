@@ -13,11 +13,10 @@ benchmarks/RESULTS.md; the goal is >= 0.9x the bare loop.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 
 import torch
-from bench_baseline import bare_loop, dermflow_loop
+from bench_baseline import bare_loop, dermflow_loop, loop_arguments
 
 from dermflow.models import factory
 from dermflow.models.registry import RECIPES
@@ -28,13 +27,7 @@ TRAIN_KEYS = ("optimizer", "weight_decay", "lr_schedule", "lr_warmup_epochs",
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnetv2_50")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--compile", action="store_true")
+    parser = loop_arguments(__doc__, "resnetv2_50")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
