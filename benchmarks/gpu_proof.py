@@ -188,6 +188,7 @@ def steps(args: argparse.Namespace) -> list[Step]:
     return [
         Step("gpu-tests", [py, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-k", "cuda",
                            "-p", "no:cacheprovider", "-v", "-o", "timeout=300",  # pytest-timeout
+                           "-o", "addopts=",  # in one process: the machine lacks pytest-xdist
                            f"--junitxml={WORK / 'logs' / 'gpu-tests.xml'}"], 60,
              beside=("dag-quick", "dag-paper")),  # the tests and DAGs measure nothing clean
         Step("dag-quick", dag_command("gpu-quick", "quick", args, budget), 30, dag="quick"),

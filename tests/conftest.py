@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root and small image datasets made on the fly."""
+"""Shared fixtures: the repository root, small image datasets made on the fly and the DAG runs
+many tests read; and how the suite spreads over pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -17,9 +18,35 @@ import pandas as pd
 import pytest
 import yaml
 
+# Workers of one machine share its cores: OpenMP threads that spin while they wait would take
+# them from the other worker's DAG (set before torch loads, inherited by the DAGs' jobs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 # The one pretrained network the build machines have (AlexNet conv layers, for LPIPS).
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
+
+
+# A test that reads a shared run goes to the worker that makes it (--dist loadgroup), so each
+# run is made once; the first fixture named here that a test needs decides.
+SHARED_RUNS = {"demo_run": "demo", "cv_run": "cv", "paper_run": "paper"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:  # a worker's share of the cores
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the readers of each shared run, and start the DAG tests first: the slowest work
+    begins early and the short unit tests fill the other worker's gaps."""
+    for item in items if config.pluginmanager.hasplugin("xdist") else ():
+        group = next((SHARED_RUNS[f] for f in SHARED_RUNS if f in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("workflow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -154,14 +181,27 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return jobs
 
 
+def with_weights(workdir: Path) -> Path:
+    """Link the shared pretrained weights where config.yaml's weights_dir looks for them."""
+    if SHARED_WEIGHTS.is_dir():
+        (workdir / "resources").mkdir(exist_ok=True)
+        (workdir / "resources/weights").symlink_to(SHARED_WEIGHTS)
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The demo DAG, run once per test session; many tests read its outputs."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    if SHARED_WEIGHTS.is_dir():  # config weights_dir: resources/weights
-        (workdir / "resources").mkdir()
-        (workdir / "resources/weights").symlink_to(SHARED_WEIGHTS)
+    workdir = with_weights(copy_workflow(tmp_path_factory.mktemp("demo")))
     snakemake(workdir, "--profile", "profiles/demo")
+    return workdir
+
+
+def fresh_run(tmp_path_factory, name: str, overrides: dict) -> Path:
+    """The demo profile with ``overrides`` merged over it, run to the end in a new folder."""
+    workdir = with_weights(copy_workflow(tmp_path_factory.mktemp(name)))
+    (workdir / f"{name}.yaml").write_text(yaml.safe_dump(overrides))
+    snakemake(workdir, *demo_args(f"{name}.yaml"))
     return workdir
 
 
@@ -169,17 +209,13 @@ def demo_run(tmp_path_factory) -> Path:
 def paper_run(tmp_path_factory) -> Path:
     """The demo DAG under protocol: paper, proposed model only, tiny budgets: the leakage the
     paper's image-level split causes must show in the audit and the report's headline."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
-    overrides = {
+    return fresh_run(tmp_path_factory, "paper", {
         "protocol": "paper",
         "baseline": {"epochs": 2}, "gan": {"epochs": 2}, "attention": {"samples": 2},
         "classifier": {"epochs": 2, "warmup_epochs": 1},
         "experiments": [{"name": "cgan_resnet50v2_deit", "balance": "cgan",
                          "model": "resnet50v2_deit"}],
-    }
-    (workdir / "paper.yaml").write_text(yaml.safe_dump(overrides))
-    snakemake(workdir, *demo_args("paper.yaml"))
-    return workdir
+    })
 
 
 def demo_args(overrides: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_WEIGHTS, copy_workflow, snakemake
+from conftest import copy_workflow, snakemake, with_weights
 
 pytestmark = pytest.mark.workflow
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
@@ -165,10 +165,7 @@ def job_window(log: Path) -> tuple[datetime, datetime]:
 def test_demo_dag_runs_through_sbatch_on_distinct_gpus(slurm_cluster, tmp_path, monkeypatch):
     for key, value in slurm_cluster.items():
         monkeypatch.setenv(key, value)
-    workdir = copy_workflow(tmp_path / "w")
-    if SHARED_WEIGHTS.is_dir():
-        (workdir / "resources").mkdir()
-        (workdir / "resources/weights").symlink_to(SHARED_WEIGHTS)
+    workdir = with_weights(copy_workflow(tmp_path / "w"))
     (workdir / "small.yaml").write_text(yaml.safe_dump(SMALL))
     proc = snakemake(workdir, "--profile", "profiles/slurm", "--configfile",
                      "profiles/demo/demo.yaml", "small.yaml", "--default-resources",

@@ -2,8 +2,9 @@
 the whole learning chain on its own training part, two experiments, their joined runs, the
 corrected comparisons and the report.
 
-The demo run's outputs are copied and switched to cv.folds: 3, so this is also the rerun
-test: nothing upstream of the split runs again.
+The fold DAG runs on its own (beside the demo run when tests run on two workers); the
+rerun test plans the switch from the finished demo run to cv.folds: 3: nothing upstream of
+the split runs again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import demo_args, planned_jobs, switch_demo
+import yaml
+from conftest import demo_args, fresh_run, planned_jobs
 
 from dermflow.labels import CLASSES
 
@@ -34,28 +36,32 @@ ARGS = demo_args("cv.yaml")
 
 
 @pytest.fixture(scope="module")
-def cv_run(demo_run: Path, tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    """A copy of the demo run switched to three folds; returns it and the jobs it planned."""
-    return switch_demo(demo_run, tmp_path_factory, "cv", CV_CONFIG)
+def cv_run(tmp_path_factory) -> Path:
+    """The demo profile with three folds, run to the end."""
+    return fresh_run(tmp_path_factory, "cv", CV_CONFIG)
 
 
 def fold_file(workdir: Path, fold: int, path: str) -> pd.DataFrame:
     return pd.read_csv(workdir / f"results/cv/fold{fold}" / path)
 
 
-def test_switching_to_folds_reruns_nothing_upstream_of_the_split(cv_run):
-    workdir, jobs = cv_run
+def test_switching_to_folds_reruns_nothing_upstream_of_the_split(demo_run, tmp_path):
+    (tmp_path / "cv.yaml").write_text(yaml.safe_dump(CV_CONFIG))
+    jobs = planned_jobs(demo_run, *demo_args(str(tmp_path / "cv.yaml")))
     assert not {"validate_dataset", "remove_hair", "cache_images", "prepare_external"} & set(jobs)
     assert jobs["split_folds"] == 1 and jobs["fold_split"] == K
     assert jobs["train_baseline"] == jobs["train_gan"] == K  # grouped: a chain per fold
     assert jobs["train_classifier"] == K * len(NAMES)
-    assert planned_jobs(workdir, *ARGS) == {}  # a finished fold DAG reruns nothing
+
+
+def test_a_finished_fold_dag_reruns_nothing(cv_run):
+    assert planned_jobs(cv_run, *ARGS) == {}
 
 
 def test_folds_are_lesion_disjoint_class_complete_and_validate_every_image_once(cv_run):
-    workdir, _ = cv_run
+    workdir = cv_run
     folds = pd.read_csv(workdir / "results/cv/folds.csv")
-    today = pd.read_csv(workdir / "results/split/split.csv")  # the demo run's single split
+    today = pd.read_csv(workdir / "results/split/split.csv")  # the single split (cv.folds: 1)
     assert set(folds.loc[folds["fold"] == "test", "image_id"]) == set(
         today.loc[today["split"] == "test", "image_id"])  # the same test split as today
     assert folds.groupby("lesion_id")["fold"].nunique().max() == 1
@@ -69,7 +75,7 @@ def test_folds_are_lesion_disjoint_class_complete_and_validate_every_image_once(
 
 
 def test_nothing_a_fold_learns_from_saw_its_validation_fold_or_the_test_split(cv_run):
-    workdir, _ = cv_run
+    workdir = cv_run
     for f in range(K):
         split = fold_file(workdir, f, "split/split.csv").set_index("image_id")["split"]
         train = set(split.index[split == "train"])
@@ -85,7 +91,7 @@ def test_nothing_a_fold_learns_from_saw_its_validation_fold_or_the_test_split(cv
 
 
 def test_out_of_fold_and_ensemble_predictions(cv_run):
-    workdir, _ = cv_run
+    workdir = cv_run
     folds = pd.read_csv(workdir / "results/cv/folds.csv")
     for name in NAMES:
         joined = pd.read_csv(workdir / f"results/cv/experiments/{name}/predictions.csv")
@@ -106,7 +112,7 @@ def test_out_of_fold_and_ensemble_predictions(cv_run):
 
 
 def test_evaluation_comparisons_and_report_show_cross_validation(cv_run):
-    workdir, _ = cv_run
+    workdir = cv_run
     evaluation = json.loads(
         (workdir / f"results/cv/experiments/{NAMES[0]}/evaluation.json").read_text())
     cv = evaluation["cv"]
