@@ -28,8 +28,9 @@ SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
 
 # A test that reads a shared run goes to the worker that makes it (--dist loadgroup), so each
-# run is made once; the first fixture named here that a test needs decides.
-SHARED_RUNS = {"demo_run": "demo", "cv_run": "cv", "paper_run": "paper"}
+# run is made once; the first fixture named here that a test needs decides. The runs made
+# from scratch share a group: one worker makes them while the other makes the demo run.
+SHARED_RUNS = {"demo_run": "demo", "cv_run": "scratch", "paper_run": "scratch"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the readers of each shared run, and start the DAG tests first: the slowest work
     begins early and the short unit tests fill the other worker's gaps."""
