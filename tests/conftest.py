@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from packaging.version import Version
 
 # Workers of one machine share its cores: OpenMP threads that spin while they wait would take
 # them from the other worker's DAG (set before torch loads, inherited by the DAGs' jobs).
@@ -34,20 +35,28 @@ SHARED_RUNS = {"demo_run": "demo", "cv_run": "scratch", "paper_run": "scratch"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("dist", "no") == "loadgroup" and Version(pytest.__version__) >= Version(
+            "9.2.dev0"):  # each worker would make every shared run itself
+        raise pytest.UsageError(
+            "pytest 9.2 breaks pytest-xdist's --dist loadgroup (pytest-dev/pytest-xdist#1386): "
+            "pip install 'pytest<9.2' (as pyproject.toml's test extra does), or run with -n 0")
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:  # a worker's share of the cores
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group the readers of each shared run, and start the DAG tests first: the slowest work
-    begins early and the short unit tests fill the other worker's gaps."""
-    for item in items if config.pluginmanager.hasplugin("xdist") else ():
-        group = next((SHARED_RUNS[f] for f in SHARED_RUNS if f in item.fixturenames), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Group the readers of each shared run (before xdist names the groups)."""
+    fixtures = getattr(item, "fixturenames", ())
+    group = next((SHARED_RUNS[f] for f in SHARED_RUNS if f in fixtures), None)
+    if group and item.config.pluginmanager.hasplugin("xdist"):
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the DAG tests first: the slowest work begins early and the short unit tests
+    fill the other worker's gaps."""
     items.sort(key=lambda item: item.get_closest_marker("workflow") is None)
 
 
