@@ -533,7 +533,8 @@ def classifier_rows(results: Path) -> list[str]:
     baseline = results / "baseline/metrics.json"
     if baseline.is_file():
         m = json.loads(baseline.read_text())
-        rows.insert(0, ["(baseline)", "resnetv2_50", m["best_epoch"], "-",
+        record = json.loads((results / "baseline/provenance.json").read_text())
+        rows.insert(0, ["(baseline)", record["config"]["baseline"]["model"], m["best_epoch"], "-",
                         f"{m['images_per_s']:.0f}",
                         f"{m['test'].get('balanced_accuracy', float('nan')):.3f}"])
     gan = results / "gan/history.csv"

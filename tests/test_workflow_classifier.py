@@ -96,7 +96,7 @@ def test_strong_baseline_trains_by_its_recipe_and_predicts_with_flip_tta(demo_ru
     assert {k: config[k] for k in ("optimizer", "lr_schedule", "sampling", "sampling_power",
                                    "label_smoothing", "ema", "epochs", "lr_warmup_epochs")} == {
         "optimizer": "adamw", "lr_schedule": "onecycle", "sampling": "balanced",
-        "sampling_power": 0.5, "label_smoothing": 0.1, "ema": 0.999, "epochs": 4,
+        "sampling_power": 0.5, "label_smoothing": 0.1, "ema": 0.999, "epochs": 3,
         "lr_warmup_epochs": 1}
     lr = pd.read_csv(folder / "history.csv")["lr"]
     assert lr.iloc[-1] < 1e-3 * lr.max() < lr.iloc[0]  # the cycle ran down to ~0

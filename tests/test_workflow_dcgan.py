@@ -19,11 +19,11 @@ pytestmark = pytest.mark.workflow
 DCGAN = {
     "gan": {"kind": "dcgan", "epochs": 2, "dcgan": {"channels": 8, "batch_size": 32}},
     "synthesis": {"select": {"enabled": True, "candidates": 2.0, "diversity": 1.0}},
-    "experiments": [  # its 64 px CNN has a 41M-weight dense layer: few epochs on a CPU
+    "experiments": [  # its 64 px CNN has a 41M-weight dense layer: one epoch on a CPU
         {"name": "dcgan_dermagan_cnn", "balance": "dcgan", "model": "dermagan_cnn",
-         "overrides": {"epochs": 2}},
+         "overrides": {"epochs": 1}},
         {"name": "none_dermagan_cnn", "balance": "none", "model": "dermagan_cnn",
-         "overrides": {"epochs": 2}}],
+         "overrides": {"epochs": 1}}],
 }
 
 
