@@ -41,6 +41,8 @@ def load(run: Path, size: int) -> tuple[torch.Tensor, pd.DataFrame]:
     index = pd.read_csv(run / f"results/cache/index_{size}.csv")
     split = pd.read_csv(run / "results/split/split.csv")[["image_id", "split"]]
     index = index.merge(split, on="image_id", how="left", validate="one_to_one")
+    if not (index["row"].to_numpy() == np.arange(len(images))).all():
+        raise SystemExit(f"{run}/results/cache/index_{size}.csv is not in the cache's row order")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     return x, index
@@ -59,7 +61,7 @@ def flip_tta(model: torch.nn.Module, x: torch.Tensor, rows: np.ndarray) -> np.nd
 def train(x: torch.Tensor, index: pd.DataFrame, epochs: int, batch: int, seed: int,
           ) -> torch.nn.Module:
     torch.manual_seed(seed)
-    train_rows = torch.tensor(index.index[index["split"] == "train"].to_numpy())
+    train_rows = torch.from_numpy(np.flatnonzero(index["split"] == "train"))
     labels = torch.tensor(index["label"].to_numpy())
     counts = torch.bincount(labels[train_rows], minlength=len(CLASSES)).float()
     weights = (1 / counts.sqrt())[labels[train_rows]]  # class weights 1/f^0.5
@@ -68,7 +70,7 @@ def train(x: torch.Tensor, index: pd.DataFrame, epochs: int, batch: int, seed: i
     steps = len(train_rows) // batch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3,
                                                    total_steps=epochs * steps)
-    val = index.index[index["split"] == "val"].to_numpy()
+    val = np.flatnonzero(index["split"] == "val")
     started = time.perf_counter()
     for epoch in range(epochs):
         model.train()
