@@ -25,9 +25,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from dermflow.evaluation.bootstrap import resample_metrics
+from dermflow.evaluation.bootstrap import resample_metrics, summarize
 from dermflow.evaluation.metrics import HEADLINE, point
-from dermflow.evaluation.predictions import test_rows
+from dermflow.evaluation.predictions import probabilities, test_rows
 from dermflow.evaluation.significance import paired_difference
 from dermflow.labels import CLASSES
 from dermflow.provenance import cpu_name
@@ -123,20 +123,21 @@ def main() -> None:
     if not ours["image_id"].equals(reference["image_id"]):
         raise SystemExit(f"{args.experiment}'s test images are not the run's test split")
     names = tuple(HEADLINE)
+    tables = {"ours": ours, "reference": reference}
+    scores = {label: point(rows["label"].to_numpy(), probabilities(rows), names)
+              for label, rows in tables.items()}
     drawn = {label: resample_metrics(rows, resamples=args.resamples, seed=0, names=names)
-             for label, rows in (("ours", ours), ("reference", reference))}
+             for label, rows in tables.items()}
+    intervals = {label: summarize(values, list(CLASSES)).set_index("metric")
+                 for label, values in drawn.items()}
     print(f"\n{dt.date.today()}, {cpu_name()}, torch {torch.__version__}: reference loop "
           f"{args.epochs} epochs, seed {args.seed}, {minutes:.1f} min; test n = {len(ours)}, "
           f"95% lesion-cluster bootstrap (B = {args.resamples})\n")
     print(f"| metric | {args.experiment} | reference loop | difference (paired) | p |")
     print("|---|---|---|---|---|")
     for name in names:
-        cells = []
-        for label, rows in (("ours", ours), ("reference", reference)):
-            value = point(rows["label"].to_numpy(), rows.filter(like="prob_").to_numpy(),
-                          (name,))[name]
-            low, high = np.nanpercentile(drawn[label][name], [2.5, 97.5])
-            cells.append(f"{value:.3f} ({low:.3f}-{high:.3f})")
+        cells = [f"{scores[label][name]:.3f} ({intervals[label].at[name, 'ci_low']:.3f}-"
+                 f"{intervals[label].at[name, 'ci_high']:.3f})" for label in tables]
         diff = paired_difference(drawn["ours"][name], drawn["reference"][name])
         print(f"| {name} | {cells[0]} | {cells[1]} | {diff['difference']:+.3f} "
               f"({diff['ci_low']:+.3f} to {diff['ci_high']:+.3f}) | {diff['p_value']:.3f} |")
