@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_WEIGHTS
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-from dermflow.gan.fidelity import distribution_metrics, extractor, features
+from dermflow.gan.fidelity import distribution_metrics, extractor, features, frechet_distance
 from dermflow.gan.memorisation import nearest_real
 from dermflow.gan.perceptual import ALEXNET_FILE, load_lpips, lpips_distance
 from dermflow.gan.quality import gate
@@ -26,6 +27,27 @@ def test_distribution_metrics_separate_near_from_far():
     assert near["kid_mean"] < far["kid_mean"]
     assert near["precision"] > 0.6 and near["recall"] > 0.6
     assert far["precision"] < 0.1 and far["recall"] < 0.1
+
+
+def test_frechet_distance_by_hand():
+    # a: points (0,0), (2,0): mean (1,0), covariance diag(2, 0); b: (1,1), (1,3): mean (1,2),
+    # covariance diag(0, 2). |mu_a - mu_b|^2 = 4, traces 2 + 2, S_a S_b = 0: FID = 8
+    a = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0], [1.0, 3.0]])
+    assert frechet_distance(a, b) == pytest.approx(8.0)
+    # the same shape moved: only the means differ, by (3, 4)
+    assert frechet_distance(a, a + torch.tensor([3.0, 4.0])) == pytest.approx(25.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("n, m, d", [(40, 30, 256), (300, 200, 64)])  # fewer, more than d
+def test_frechet_distance_is_torch_fidelitys_fid(n, m, d):
+    gen = torch.Generator().manual_seed(n)
+    a = torch.randn(n, d, generator=gen, dtype=torch.float64) + 0.3
+    b = torch.randn(m, d, generator=gen, dtype=torch.float64) * 1.2
+    library = fid_statistics_to_metric(fid_features_to_statistics(a),
+                                       fid_features_to_statistics(b), verbose=False)
+    assert frechet_distance(a, b) == pytest.approx(library["frechet_inception_distance"],
+                                                   rel=1e-6)
 
 
 def test_nearest_real_is_found_by_cosine_similarity():
