@@ -3,13 +3,16 @@ many tests read; and how the suite spreads over pytest-xdist workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,7 +34,7 @@ SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 # A test that reads a shared run goes to the worker that makes it (--dist loadgroup), so each
 # run is made once; the first fixture named here that a test needs decides. The runs made
 # from scratch share a group: one worker makes them while the other makes the demo run.
-SHARED_RUNS = {"demo_run": "demo", "cv_run": "scratch", "paper_run": "scratch"}
+SHARED_RUNS = {"demo_run": "demo", "cv_run": "scratch", "smoke_course": "scratch"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -216,17 +219,52 @@ def fresh_run(tmp_path_factory, name: str, overrides: dict) -> Path:
     return workdir
 
 
+@dataclass
+class SmokeCourse:
+    """benchmarks/gpu_proof.py --smoke's folder and what each of its two calls left."""
+    work: Path
+    first: subprocess.CompletedProcess  # stopped by SIGTERM once the split was made
+    first_state: dict  # .gpu-proof/state.json after the first call
+    first_summary: bool  # whether the first call wrote out/summary.md
+    second: subprocess.CompletedProcess  # --lend --gpu-jobs 2: resumes and finishes
+
+
+KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")
+
+
+def kit_command(work: Path, *args: str) -> list[str]:
+    weights = ["--weights", str(SHARED_WEIGHTS)] if SHARED_WEIGHTS.is_dir() else []
+    return [sys.executable, str(work / "benchmarks/gpu_proof.py"), "--smoke", *weights,
+            "--out", str(work / "out"), *args]
+
+
 @pytest.fixture(scope="session")
-def paper_run(tmp_path_factory) -> Path:
-    """The demo DAG under protocol: paper, proposed model only, tiny budgets: the leakage the
-    paper's image-level split causes must show in the audit and the report's headline."""
-    return fresh_run(tmp_path_factory, "paper", {
-        "protocol": "paper",
-        "baseline": {"epochs": 2}, "gan": {"epochs": 2}, "attention": {"samples": 2},
-        "classifier": {"epochs": 2, "warmup_epochs": 1},
-        "experiments": [{"name": "cgan_resnet50v2_deit", "balance": "cgan",
-                         "model": "resnet50v2_deit"}],
-    })
+def smoke_course(tmp_path_factory) -> SmokeCourse:
+    """The GPU proof kit's CPU course, called as a lend would call it: the first call is
+    stopped by SIGTERM (as a command limit would) once the split is made, the second
+    resumes the DAGs beside the GPU tests and runs the benchmarks. Its protocol-paper DAG
+    (demo data, the proposed model only) is also the suite's run of the paper's split."""
+    work = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    for part in KIT_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, work / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, work / part)
+    with subprocess.Popen(kit_command(work, "--steps", "dag-quick"), cwd=work, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as running:
+        split = work / ".gpu-proof/runs/quick/results/benchmarks/split_dataset.tsv"
+        deadline = time.monotonic() + 900
+        while not split.is_file() and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        running.send_signal(signal.SIGTERM)
+        output = running.communicate(timeout=300)[0]
+    first = subprocess.CompletedProcess(running.args, running.returncode, output)
+    state = json.loads((work / ".gpu-proof/state.json").read_text())
+    summary = (work / "out/summary.md").is_file()
+    second = subprocess.run(kit_command(work, "--lend", "--gpu-jobs", "2"), cwd=work,
+                            capture_output=True, text=True, timeout=1800)
+    return SmokeCourse(work, first, state, summary, second)
 
 
 def demo_args(overrides: str) -> tuple[str, ...]:

@@ -1,24 +1,18 @@
 """The GPU proof kit (benchmarks/gpu_proof.py) on the CPU: its profiles plan the DAG the
 issue asks for, and its --smoke course runs every step, resumes a stopped DAG and leaves
-what RESULTS.md needs in one folder."""
+what RESULTS.md needs in one folder (the course is conftest's smoke_course, shared with the
+paper-protocol test)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_WEIGHTS, copy_workflow, planned_jobs
+from conftest import SmokeCourse, copy_workflow, planned_jobs
 
 pytestmark = pytest.mark.workflow
-
-KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")
 
 
 def test_gpu_quick_profiles_plan_the_default_experiments_and_the_paper_protocol(tmp_path: Path,
@@ -38,38 +32,18 @@ def test_gpu_quick_profiles_plan_the_default_experiments_and_the_paper_protocol(
     assert (work / "results/protocol-paper/.snakemake").is_dir()  # its own working folder
 
 
-def kit_command(work: Path, *args: str) -> list[str]:
-    weights = ["--weights", str(SHARED_WEIGHTS)] if SHARED_WEIGHTS.is_dir() else []
-    return [sys.executable, str(work / "benchmarks/gpu_proof.py"), "--smoke", *weights,
-            "--out", str(work / "out"), *args]
+def test_a_stopped_course_keeps_its_state_and_collects(smoke_course: SmokeCourse) -> None:
+    # the first call, stopped by SIGTERM once the split was made: the kit stops Snakemake,
+    # keeps its state and collects
+    assert smoke_course.first.returncode == 2, smoke_course.first.stdout
+    assert smoke_course.first_state["steps"]["dag-quick"]["status"] == "stopped"
+    assert smoke_course.first_summary
 
 
-def test_smoke_course_resumes_and_collects(tmp_path: Path) -> None:
-    work = copy_workflow(tmp_path / "w")
-    for part in KIT_PARTS:
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, work / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, work / part)
-    # first call: the DAG alone, stopped by SIGTERM (as a command limit would) once the
-    # split is made: the kit stops Snakemake, keeps its state and collects
-    with subprocess.Popen(kit_command(work, "--steps", "dag-quick"), cwd=work, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as first:
-        split = work / ".gpu-proof/runs/quick/results/benchmarks/split_dataset.tsv"
-        deadline = time.monotonic() + 900
-        while not split.is_file() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(1)
-        first.send_signal(signal.SIGTERM)
-        output = first.communicate(timeout=300)[0]
-    assert first.returncode == 2, output
-    state = json.loads((work / ".gpu-proof/state.json").read_text())
-    assert state["steps"]["dag-quick"]["status"] == "stopped", output
-    assert (work / "out/summary.md").is_file()
+def test_the_next_call_resumes_and_collects(smoke_course: SmokeCourse) -> None:
     # second call, as on a lent GPU: the DAGs beside the GPU tests (the first resumed where
     # it stopped), their GPU jobs two at a time, then the benchmarks alone
-    second = subprocess.run(kit_command(work, "--lend", "--gpu-jobs", "2"), cwd=work,
-                            capture_output=True, text=True, timeout=1800)
+    work, second = smoke_course.work, smoke_course.second
     assert second.returncode == 0, second.stdout + second.stderr
     state = json.loads((work / ".gpu-proof/state.json").read_text())
     for name, record in state["steps"].items():
