@@ -150,10 +150,10 @@ WORKFLOW_PARTS = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "s
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def copy_workflow(dest: Path) -> Path:
+def copy_workflow(dest: Path, parts: tuple[str, ...] = WORKFLOW_PARTS) -> Path:
     """A private copy of the workflow and its library, so tests can edit code and config."""
     dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
+    for part in parts:
         src = REPO / part
         if src.is_dir():
             shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -229,7 +229,7 @@ class SmokeCourse:
     second: subprocess.CompletedProcess  # --lend --gpu-jobs 2: resumes and finishes
 
 
-KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")
+KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")  # what the GPU kit needs beside them
 
 
 def kit_command(work: Path, *args: str) -> list[str]:
@@ -244,13 +244,7 @@ def smoke_course(tmp_path_factory) -> SmokeCourse:
     stopped by SIGTERM (as a command limit would) once the split is made, the second
     resumes the DAGs beside the GPU tests and runs the benchmarks. Its protocol-paper DAG
     (demo data, the proposed model only) is also the suite's run of the paper's split."""
-    work = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    for part in KIT_PARTS:
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, work / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, work / part)
+    work = copy_workflow(tmp_path_factory.mktemp("smoke"), WORKFLOW_PARTS + KIT_PARTS)
     with subprocess.Popen(kit_command(work, "--steps", "dag-quick"), cwd=work, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as running:
         split = work / ".gpu-proof/runs/quick/results/benchmarks/split_dataset.tsv"
