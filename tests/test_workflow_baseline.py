@@ -1,19 +1,13 @@
-"""The baseline and attention stages on the demo DAG, including a killed-and-resumed run."""
+"""The baseline and attention stages on the demo DAG."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SNAKEMAKE, snakemake
 
 from dermflow.labels import CLASSES
 
@@ -56,33 +50,3 @@ def test_gpu_rules_log_their_device(demo_run):
     assert len(logs) >= len(GPU_LOGS)
     for log in logs:
         assert any(line in log.read_text() for line in DEVICE_LINES), log.name
-
-
-def test_killed_training_resumes_to_the_same_model(demo_run, tmp_path):
-    workdir = tmp_path / "w"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    checkpoint = workdir / "results/checkpoints/train_baseline/last.pt"
-    proc = subprocess.Popen(
-        [SNAKEMAKE, "--profile", "profiles/demo", "--forcerun", "train_baseline",
-         "--until", "train_baseline"],
-        cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()
-                                        if k != "PYTHONPATH"})
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), "training never checkpointed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (workdir / "results/baseline/model.pt").exists()
-
-    # what a user does after Snakemake itself was killed: unlock, then rerun
-    snakemake(workdir, "--unlock")
-    snakemake(workdir, "--profile", "profiles/demo", "--until", "train_baseline",
-              "--rerun-incomplete")
-    assert "resuming from" in (workdir / "logs/train_baseline.log").read_text()
-    ours = torch.load(workdir / "results/baseline/model.pt", weights_only=False)["state_dict"]
-    reference = torch.load(demo_run / "results/baseline/model.pt",
-                           weights_only=False)["state_dict"]
-    for key, value in reference.items():
-        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)

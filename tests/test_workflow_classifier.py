@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, planned_jobs
+from conftest import REPO, SNAKEMAKE, planned_jobs, snakemake
 from sklearn.metrics import balanced_accuracy_score
 
 from dermflow.data.cache import load_dataset
@@ -188,3 +192,34 @@ def test_command_line_predict_prepares_images_as_the_model_was_trained(demo_run,
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert "hair_removal.kernel_size (model 9, config 17)" in wrong.stderr
     assert "image_size (model 32, config 224)" in wrong.stderr
+
+
+def test_killed_training_resumes_to_the_same_model(demo_run, tmp_path):
+    """Snakemake killed mid-training, then unlocked and rerun: the job resumes from its last
+    epoch checkpoint and ends with the model the uninterrupted demo run trained. (The
+    demo's cheapest network: paper 001's DenseNet121 hybrid, two one-stage epochs.)"""
+    name = "none_cnn_densenet121"
+    workdir = tmp_path / "w"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    model = f"results/experiments/{name}/model.pt"
+    checkpoint = workdir / f"results/checkpoints/train_classifier_{name}/single.pt"
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--profile", "profiles/demo", "--force", model], cwd=workdir,
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "training never checkpointed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / model).exists()
+
+    # what a user does after Snakemake itself was killed: unlock, then rerun
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--profile", "profiles/demo", model, "--rerun-incomplete")
+    assert "resuming from" in (workdir / f"logs/train_classifier_{name}.log").read_text()
+    ours = torch.load(workdir / model, weights_only=False)["state_dict"]
+    reference = torch.load(demo_run / model, weights_only=False)["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
