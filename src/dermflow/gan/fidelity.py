@@ -130,11 +130,12 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     and that product is singular whenever a set has fewer images than dimensions.
     """
     a, b = a.double(), b.double()
-    centred_a, centred_b = a - a.mean(0), b - b.mean(0)
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    centred_a, centred_b = a - mean_a, b - mean_b
     dof_a, dof_b = len(a) - 1, len(b) - 1
     cross = torch.linalg.svdvals(torch.linalg.qr(centred_a, mode="r").R
                                  @ torch.linalg.qr(centred_b, mode="r").R.T)
-    return float((a.mean(0) - b.mean(0)).square().sum()
+    return float((mean_a - mean_b).square().sum()
                  + centred_a.square().sum() / dof_a + centred_b.square().sum() / dof_b
                  - 2 * cross.sum() / math.sqrt(dof_a * dof_b))
 
