@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import re
+import warnings
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -269,7 +270,10 @@ def validate_dataset(metadata: str | os.PathLike[str], sources: list[Path],
             problems[i] = ("found_twice", "image found more than once: "
                            + ", ".join(found[row["image_id"]]))
     paths = {i: found[meta.at[i, "image_id"]][0] for i in meta.index if i not in problems}
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    # Pillow warns on opening an image of 89-179 megapixels; the size policy (MAX_PIXELS, lower)
+    # sets it aside by name right after, so the warning would only repeat that, unnamed.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, threads)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         checks = list(tqdm(pool.map(check_image, paths.values()), total=len(paths),
                            desc="validate", unit="img", mininterval=2))
     sizes = {}
