@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dermflow.evaluation.headline import leakage_line
+from dermflow.evaluation.headline import leakage_line, quarantine_summary
 from dermflow.evaluation.leakage import dhash, leakage_audit, near_duplicate_pairs
 from dermflow.evaluation.report import ablation_table
 
@@ -69,3 +69,16 @@ def test_leakage_headline_counts_shared_real_images_once():
     assert "datasets cgan, none)" in line  # 3 pairs of the same real images, not 6
     clean = {"none": {**audit["augment"]}}
     assert leakage_line(clean, "grouped").startswith("**Leakage: none found**")
+
+
+def test_quarantine_is_counted_per_image_set_with_its_problems():
+    columns = ["image_id", "path", "problem", "reason"]
+    data = pd.DataFrame(columns=columns)
+    external = pd.DataFrame([("ISIC_1", "", "missing_file", "missing file"),
+                             ("ISIC_2", "a.jpg", "unreadable", "not an image"),
+                             ("ISIC_3", "b.jpg", "unreadable", "not an image")], columns=columns)
+    summary = quarantine_summary({"dataset": ("results/data/quarantine.csv", data),
+                                  "external test set": ("results/external/quarantine.csv",
+                                                        external)})
+    assert summary == ("dataset: 0 (results/data/quarantine.csv); external test set: 3 "
+                       "(1 missing_file, 2 unreadable; results/external/quarantine.csv)")

@@ -97,7 +97,10 @@ def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run):
                 f"or augmented images in val/test, {duplicates} near-duplicate pairs") in rst
     else:
         assert "**Leakage: none found**" in rst
-    assert all(name in rst for name in NAMES) and "Quarantine:** 0 image(s)" in rst
+    assert all(name in rst for name in NAMES)
+    assert ("**Quarantine** (images set aside by validation): dataset: 0 "
+            "(results/data/quarantine.csv); external test set: 0 "
+            "(results/external/quarantine.csv).") in rst
     snakemake(demo_run, "--profile", "profiles/demo", "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",

@@ -252,12 +252,15 @@ def dataset_labels():
 
 
 def report_inputs(wildcards):
-    """Every experiment's evaluation and metrics, every dataset, comparisons, quarantine."""
+    """Every experiment's evaluation and metrics, every dataset, comparisons, the
+    quarantines (the external test set's too, when there is one)."""
     inputs = {
         "cache": CACHE,
         "comparisons": "results/report/comparisons.csv",
         "quarantine": "results/data/quarantine.csv",
     }
+    if DATASET["external_test"]:
+        inputs["external_quarantine"] = "results/external/quarantine.csv"
     for name in EXPERIMENTS:
         inputs[f"evaluation_{name}"] = f"{EVAL}/evaluation.json".format(experiment=name)
         inputs[f"metrics_{name}"] = f"{EVAL}/metrics.json".format(experiment=name)

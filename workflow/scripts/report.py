@@ -14,6 +14,7 @@ with run_stage(snakemake):
         inp.cache,
         inp.comparisons,
         inp.quarantine,
+        inp.get("external_quarantine"),
         protocol=par.protocol,
         resamples=par.settings["bootstrap"],
         max_bits=par.settings["near_duplicate_bits"],

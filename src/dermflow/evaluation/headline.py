@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dermflow.data.validate import problem_counts
 from dermflow.evaluation.metrics import HEADLINE, METRICS
 from dermflow.evaluation.significance import format_p
 
@@ -105,7 +106,7 @@ def _declared(comparisons: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def _answer(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
-            comparisons: pd.DataFrame, audit: dict[str, dict], quarantined: int,
+            comparisons: pd.DataFrame, audit: dict[str, dict], quarantine: str,
             protocol: str) -> list[str]:
     """The sentences that answer the reader's questions."""
     lines = []
@@ -135,9 +136,22 @@ def _answer(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
     else:
         lines.append("**Declared comparisons:** none could be made (see report.comparisons).")
     lines.append(leakage_line(audit, protocol))
-    lines.append(f"**Quarantine:** {quarantined} image(s) set aside by validation "
-                 "(results/data/quarantine.csv).")
+    lines.append(f"**Quarantine** (images set aside by validation): {quarantine}.")
     return [f"- {line}" for line in lines]
+
+
+def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:
+    """'dataset: 0 (results/data/quarantine.csv); external test set: 1 (1 missing_file; ...)'.
+
+    ``sets``: label -> (its quarantine.csv, the table). Each image set is counted on its
+    own, with its kinds of problem, so a reader sees what validation left out of which set
+    (the external set's published zip lacks an image its ground truth lists).
+    """
+    parts = []
+    for label, (path, table) in sets.items():
+        kinds = f"{problem_counts(table)}; " if len(table) else ""
+        parts.append(f"{label}: {len(table)} ({kinds}{path})")
+    return "; ".join(parts)
 
 
 def leakage_line(audit: dict[str, dict], protocol: str) -> str:
@@ -161,12 +175,12 @@ def leakage_line(audit: dict[str, dict], protocol: str) -> str:
 
 
 def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
-                 comparisons: pd.DataFrame, audit: dict[str, dict], *, quarantined: int,
+                 comparisons: pd.DataFrame, audit: dict[str, dict], *, quarantine: str,
                  protocol: str, resamples: int) -> str:
     """The report's opening page, in reStructuredText."""
     title = f"dermflow: {len(experiments)} experiments, protocol {protocol}"
     lines = [title, "=" * len(title), "",
-             *_answer(experiments, evaluations, comparisons, audit, quarantined, protocol), ""]
+             *_answer(experiments, evaluations, comparisons, audit, quarantine, protocol), ""]
     rows = headline_rows(experiments, evaluations)
     lines += _csv_table("Experiments", [{k: r[k] for k in ("experiment", "model", "balance",
                                                             "task")} for r in rows])

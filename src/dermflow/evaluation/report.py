@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv, write_json
-from dermflow.evaluation.headline import headline_rows, workflow_rst
+from dermflow.evaluation.headline import headline_rows, quarantine_summary, workflow_rst
 from dermflow.evaluation.leakage import leakage_audit
 from dermflow.evaluation.significance import format_p
 
@@ -115,11 +115,13 @@ def comparison_lines(comparisons: pd.DataFrame, scope: str) -> list[str]:
 
 def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
                  metrics: dict[str, str], datasets: dict[str, tuple[str, str | None]],
-                 cache_npy: str, comparisons_csv: str, quarantine_csv: str, *, protocol: str,
-                 resamples: int, max_bits: int, max_mae: float, out_csv: str,
-                 out_markdown: str, out_leakage: str, out_rst: str) -> None:
+                 cache_npy: str, comparisons_csv: str, quarantine_csv: str,
+                 external_quarantine_csv: str | None, *, protocol: str, resamples: int,
+                 max_bits: int, max_mae: float, out_csv: str, out_markdown: str,
+                 out_leakage: str, out_rst: str) -> None:
     """The ablation table (CSV and Markdown, with comparisons and audit), leakage.json, and
-    the report's opening page (dermflow.evaluation.headline)."""
+    the report's opening page (dermflow.evaluation.headline). ``external_quarantine_csv``:
+    the external test set's quarantine, None when the workflow has no external set."""
     ev = {k: json.loads(Path(v).read_text()) for k, v in evaluations.items()}
     tr = {k: json.loads(Path(v).read_text()) for k, v in metrics.items()}
     table = ablation_table(experiments, ev, tr)
@@ -128,7 +130,10 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
              for balance, (csv, extra) in datasets.items()}
     write_json({"protocol": protocol, "datasets": audit}, out_leakage)
     comparisons = pd.read_csv(comparisons_csv)
-    quarantined = len(pd.read_csv(quarantine_csv))
+    quarantine = quarantine_summary(
+        {label: (path, pd.read_csv(path)) for label, path in
+         (("dataset", quarantine_csv), ("external test set", external_quarantine_csv))
+         if path is not None})
     unit = f"lesion-cluster bootstrap, B = {resamples}"
     lines = [f"# Results (protocol: {protocol})", "",
              f"Headline metrics with 95% intervals ({unit}):", "",
@@ -150,12 +155,12 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
         lines.append(f"| {balance} | {a['images']} | {a['lesions_in_several_splits']} | "
                      f"{a['non_real_in_val_test']} | "
                      f"{a['near_duplicate_pairs_train_vs_val_test']} |")
-    lines += ["", f"{quarantined} image(s) quarantined by validation.", ""]
+    lines += ["", f"Quarantined by validation: {quarantine}.", ""]
     with atomic_path(out_markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     with atomic_path(out_rst) as tmp:
         tmp.write_text(workflow_rst(experiments, ev, comparisons, audit,
-                                    quarantined=quarantined, protocol=protocol,
+                                    quarantine=quarantine, protocol=protocol,
                                     resamples=resamples))
-    log.info("report: %d experiments, leakage %s, %d quarantined", len(experiments),
-             {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantined)
+    log.info("report: %d experiments, leakage %s, quarantined %s", len(experiments),
+             {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantine)
