@@ -38,6 +38,20 @@ def test_stale_temporaries_of_the_outputs_are_removed_before_the_stage(tmp_path)
     assert "left behind by an interrupted run" in Path(smk.log[0]).read_text()
 
 
+def test_a_killed_save_of_the_jobs_own_checkpoint_is_removed(tmp_path):
+    smk = job(tmp_path, "train_gan")
+    smk.params = {"checkpoints": str(tmp_path / "ckpt")}  # read as Snakemake's params are
+    (tmp_path / "ckpt").mkdir()
+    last = tmp_path / "ckpt" / "last.pt"
+    last.write_bytes(b"epoch 3")
+    stale = tmp_path / "ckpt" / ".last.pt.0a1b2c3d.tmp"
+    stale.write_bytes(b"half of epoch 4")
+    with run_stage(smk):
+        assert not stale.exists() and last.read_bytes() == b"epoch 3"
+        for output in smk.output:
+            Path(output).write_bytes(b"x")
+
+
 HOLDER = """
 import fcntl, os, socket, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)

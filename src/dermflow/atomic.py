@@ -2,7 +2,8 @@
 
 The temporary file sits beside its target as ``.<name>.<random>.tmp`` (same file
 system, so the rename is atomic); ``stale_temporaries`` finds those a killed job
-left, so the next run of the job can remove them.
+left beside an output, ``temporaries_in`` those in a folder only one job writes (its
+checkpoints), so the next run of the job can remove them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     if not target.parent.is_dir():
         return []
     return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def temporaries_in(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every atomic write's temporary file directly in ``folder``, whatever its target."""
+    pattern = re.compile(rf"\..+\.{_RANDOM_PART}\.tmp")
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if pattern.fullmatch(p.name))
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dermflow.atomic import stale_temporaries
+from dermflow.atomic import stale_temporaries, temporaries_in
 from dermflow.errors import DermflowError
 from dermflow.logs import FORMAT
 from dermflow.provenance import write_provenance
@@ -39,7 +39,8 @@ def lock_path(outputs: Sequence[str | os.PathLike[str]]) -> Path:
 
 
 @contextmanager
-def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]],
+                 own_folder: str | os.PathLike[str] | None = None) -> Iterator[None]:
     """Claim a job's outputs while it runs, then delete what an interrupted run left.
 
     When Snakemake itself is killed its running jobs go on as orphans, and a rerun
@@ -47,7 +48,9 @@ def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]]) -> Iterat
     file (the kernel releases it when the process ends, however it ends), so the
     second instance stops with a message naming the first; once the claim is held,
     no one else writes these outputs, so their stale ``.<name>.<random>.tmp`` files
-    (a killed job's atomic writes) can go.
+    (a killed job's atomic writes) can go, and so can those in ``own_folder``, a
+    folder only this job writes (its checkpoints: a job killed while saving one
+    leaves a temporary the size of the model).
     """
     path = lock_path(outputs)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +72,10 @@ def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]]) -> Iterat
         else:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        for output in outputs:
-            for stale in stale_temporaries(output):
-                log.info("removing %s, left behind by an interrupted run", stale)
-                stale.unlink(missing_ok=True)
+        stale = [p for output in outputs for p in stale_temporaries(output)]
+        for path in stale + (temporaries_in(own_folder) if own_folder else []):
+            log.info("removing %s, left behind by an interrupted run", path)
+            path.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)
@@ -97,7 +100,9 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     root.setLevel(logging.INFO)
     logger = logging.getLogger(f"dermflow.{smk.rule}")
     try:
-        with hold_outputs(smk.rule, list(smk.output)):
+        # params.checkpoints: the folder of the job's training checkpoints (its own)
+        checkpoints = getattr(smk, "params", {}).get("checkpoints")
+        with hold_outputs(smk.rule, list(smk.output), checkpoints):
             yield logger
             write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
     except DermflowError as err:
