@@ -233,6 +233,7 @@ KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")  # what the GPU kit needs 
 
 
 def kit_command(work: Path, *args: str) -> list[str]:
+    """benchmarks/gpu_proof.py --smoke in ``work`` (LPIPS's weights when shared), with ``args``."""
     weights = ["--weights", str(SHARED_WEIGHTS)] if SHARED_WEIGHTS.is_dir() else []
     return [sys.executable, str(work / "benchmarks/gpu_proof.py"), "--smoke", *weights,
             "--out", str(work / "out"), *args]

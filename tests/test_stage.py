@@ -19,7 +19,7 @@ def job(tmp_path: Path, rule: str = "cache_images") -> SimpleNamespace:
     return SimpleNamespace(rule=rule, log=[str(tmp_path / "logs" / f"{rule}.log")],
                            output=[str(tmp_path / "cache" / "images_32.npy"),
                                    str(tmp_path / "cache" / "index_32.csv")],
-                           config={}, resources={})
+                           config={}, params={}, resources={})
 
 
 def test_stale_temporaries_of_the_outputs_are_removed_before_the_stage(tmp_path):
@@ -40,7 +40,7 @@ def test_stale_temporaries_of_the_outputs_are_removed_before_the_stage(tmp_path)
 
 def test_a_killed_save_of_the_jobs_own_checkpoint_is_removed(tmp_path):
     smk = job(tmp_path, "train_gan")
-    smk.params = {"checkpoints": str(tmp_path / "ckpt")}  # read as Snakemake's params are
+    smk.params = {"checkpoints": str(tmp_path / "ckpt")}
     (tmp_path / "ckpt").mkdir()
     last = tmp_path / "ckpt" / "last.pt"
     last.write_bytes(b"epoch 3")

@@ -101,8 +101,7 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     logger = logging.getLogger(f"dermflow.{smk.rule}")
     try:
         # params.checkpoints: the folder of the job's training checkpoints (its own)
-        checkpoints = getattr(smk, "params", {}).get("checkpoints")
-        with hold_outputs(smk.rule, list(smk.output), checkpoints):
+        with hold_outputs(smk.rule, list(smk.output), smk.params.get("checkpoints")):
             yield logger
             write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
     except DermflowError as err:
