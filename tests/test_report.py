@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dermflow.evaluation.headline import leakage_line, quarantine_summary
+from dermflow.evaluation.compare import BOOTSTRAP, COLUMNS
+from dermflow.evaluation.headline import leakage_line, quarantine_summary, verdicts
 from dermflow.evaluation.leakage import dhash, leakage_audit, near_duplicate_pairs
 from dermflow.evaluation.report import ablation_table
 
@@ -37,6 +38,8 @@ def test_leakage_audit_counts_what_the_paper_protocol_leaks(tmp_path):
     assert audit["lesions_in_several_splits"] == 1  # L0
     assert audit["non_real_in_val_test"] == 1  # AUG_0
     assert audit["near_duplicate_pairs_train_vs_val_test"] == 1  # AUG_0 vs r0
+    assert audit["near_duplicates"] == [{"held_out": "AUG_0", "split": "test", "train": "r0",
+                                         "mean_abs_difference": 0.0}]
 
 
 def test_ablation_table_puts_the_papers_figures_beside_ours():
@@ -66,7 +69,8 @@ def test_leakage_headline_counts_shared_real_images_once():
     line = leakage_line(audit, "grouped")
     assert line.startswith("**Leakage: yes** (protocol grouped): 0 lesions in several splits, "
                            "0 synthetic or augmented images in val/test, 3 near-duplicate")
-    assert "datasets cgan, none)" in line  # 3 pairs of the same real images, not 6
+    assert "datasets cgan, none;" in line  # 3 pairs of the same real images, not 6
+    assert "pairs listed in `tables.html`_" in line
     clean = {"none": {**audit["augment"]}}
     assert leakage_line(clean, "grouped").startswith("**Leakage: none found**")
 
@@ -82,3 +86,42 @@ def test_quarantine_is_counted_per_image_set_with_its_problems():
                                                         external)})
     assert summary == ("dataset: 0 (results/data/quarantine.csv); external test set: 3 "
                        "(1 missing_file, 2 unreadable; results/external/quarantine.csv)")
+
+
+def _declared(*rows: tuple) -> pd.DataFrame:
+    """comparisons.csv rows: (a, b, split, metric, difference, ci_low, ci_high, p_holm, note)."""
+    return pd.DataFrame([{"scope": "declared", "split": split, "method": BOOTSTRAP, "a": a,
+                          "b": b, "metric": metric, "difference": d, "ci_low": lo,
+                          "ci_high": hi, "p_value": p, "p_holm": p, "note": note}
+                         for a, b, split, metric, d, lo, hi, p, note in rows],
+                        columns=list(COLUMNS))
+
+
+def test_each_declared_pair_gets_one_plain_verdict():
+    table = _declared(
+        ("cgan", "none", "test", "balanced_accuracy", 0.12, 0.04, 0.20, 0.01, None),
+        ("cgan", "none", "test", "macro_f1", 0.10, 0.01, 0.19, 0.03, None),
+        ("cgan", "none", "external", "balanced_accuracy", 0.02, -0.05, 0.09, 0.40, None),
+        ("cgan", "augment", "test", "balanced_accuracy", 0.03, -0.10, 0.16, 0.60, None),
+        ("cgan", "augment", "external", "balanced_accuracy", -0.01, -0.1, 0.1, 0.9, None),
+        ("cgan", "strong", "test", "balanced_accuracy", None, None, None, None,
+         "too few lesions: akiec, df below report.min_lesions = 5"))
+    found = verdicts(table)
+    assert found == [
+        "**cgan vs none:** cgan better than none on 2 of 3 tests at Holm p < 0.05; balanced "
+        "accuracy on test +0.120 (95% CI +0.040 to +0.200, Holm p 0.010).",
+        "**cgan vs augment:** no difference holds (0 of 2 tests at Holm p < 0.05); balanced "
+        "accuracy on test +0.030 (95% CI -0.100 to +0.160, Holm p 0.600).",
+        "**cgan vs strong:** not judged (too few lesions: akiec, df below "
+        "report.min_lesions = 5)."]
+
+
+def test_a_verdict_never_counts_an_untested_row_and_says_so():
+    table = _declared(
+        ("a", "b", "test", "balanced_accuracy", -0.2, -0.3, -0.1, 0.002, None),
+        ("a", "b", "external", "balanced_accuracy", None, None, None, None,
+         "different test sets: not paired"))
+    assert verdicts(table) == [
+        "**a vs b:** a worse than b on 1 of 1 tests at Holm p < 0.05; 1 not tested "
+        "(different test sets: not paired); balanced accuracy on test -0.200 (95% CI -0.300 "
+        "to -0.100, Holm p 0.002)."]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +19,18 @@ EXPERIMENTS = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())["ex
 NAMES = [e["name"] for e in EXPERIMENTS]
 CLASSES_OF = {e["name"]: task_classes(e.get("task", "multiclass")) for e in EXPERIMENTS}
 FIGURES = ("roc.png", "precision_recall.png", "confusion.png", "bootstrap.png")
+# The README's report command after the demo, as a user types it.
+REPORT = ("--profile", "profiles/demo", "--report", "report.html")
+# Ordinary windows: a laptop's and a desktop's browser.
+WINDOWS = ((1280, 720), (1400, 900))
+
+
+@pytest.fixture(scope="module")
+def demo_report(demo_run) -> Path:
+    """report.html of the demo run, built by the README's command."""
+    assert f"snakemake {' '.join(REPORT)}" in (REPO / "README.md").read_text()
+    snakemake(demo_run, *REPORT)
+    return demo_run / "report.html"
 
 
 @pytest.mark.parametrize("experiment", NAMES)
@@ -87,7 +101,7 @@ def test_report_has_the_ablation_table_and_a_clean_leakage_audit(demo_run):
         assert counts["non_real_in_val_test"] == 0
 
 
-def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run):
+def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run, demo_report):
     rst = (demo_run / "results/report/workflow.rst").read_text()
     audit = json.loads((demo_run / "results/report/leakage.json").read_text())["datasets"]
     duplicates = max(a["near_duplicate_pairs_train_vs_val_test"] for a in audit.values())
@@ -101,12 +115,10 @@ def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run):
     assert ("**Quarantine** (images set aside by validation): dataset: 0 "
             "(results/data/quarantine.csv); external test set: 0 "
             "(results/external/quarantine.csv).") in rst
-    snakemake(demo_run, "--profile", "profiles/demo", "--report", "report.html")
-    html = (demo_run / "report.html").read_text(errors="replace")
+    html = demo_report.read_text(errors="replace")
     expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",
-                "quality.md", "ablation.md", "attention_overlays.png", "Best on the test split",
-                "Headline: balanced accuracy, sets side by side",
-                "Headline: macro ROC AUC"]
+                "quality.md", "ablation.md", "tables.html", "attention_overlays.png",
+                "Best on the test split", "dermflow on demo data"]
     missing = [name for name in expected if name not in html]
     assert not missing
 
@@ -139,3 +151,57 @@ def test_external_test_set_is_predicted_and_reported_but_never_trained_on(demo_r
         assert evaluation["external"]["n"] == len(index)
         assert "balanced_accuracy" in evaluation["external"]["bootstrap"]["overall"]
     assert "external macro ROC AUC" in (demo_run / "results/report/ablation.md").read_text()
+
+
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver (.ci/run installs them), or a skip saying so."""
+    pytest.importorskip("selenium", reason="selenium is in the test extra: pip install -e .[test]")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("no chromium/chromedriver: apt-get install chromium chromium-driver")
+    return browser, driver
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"{w[0]}x{w[1]}")
+def test_report_answer_is_in_the_first_screen_of_a_real_browser(demo_report, window, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        width, height = window
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        driver.get(demo_report.as_uri())
+        WebDriverWait(driver, 60).until(
+            lambda d: d.execute_script("return document.querySelector('h1.title') !== null"))
+        driver.save_screenshot(str(tmp_path / "report.png"))  # kept when the test fails
+        boxes = driver.execute_script("""
+            const box = e => { const r = e.getBoundingClientRect();
+                               return {text: e.innerText, top: r.top, bottom: r.bottom,
+                                       left: r.left, right: r.right}; };
+            return {view: [window.innerWidth, window.innerHeight],
+                    title: box(document.querySelector('h1.title')),
+                    answer: [...document.querySelector('h1.title').parentElement
+                                 .querySelectorAll('li')].map(box)};""")
+    finally:
+        driver.quit()
+    view_width, view_height = boxes["view"]
+    assert (view_width, view_height) == window
+    assert boxes["title"]["text"].startswith("dermflow on demo data")
+    answer = [boxes["title"], *boxes["answer"]]
+    texts = [b["text"] for b in boxes["answer"]]
+    assert texts[0].startswith("Data:") and texts[-1].startswith("Quarantine"), texts
+    assert any(t.startswith("Leakage") for t in texts), texts
+    hidden = [b["text"][:60] for b in answer
+              if b["top"] < 0 or b["bottom"] > view_height or b["left"] < 0
+              or b["right"] > view_width]
+    assert not hidden, f"outside the first {width}x{height} screen: {hidden}"

@@ -133,10 +133,21 @@ rule report:
         ),
         leakage="results/report/leakage.json",
         rst="results/report/workflow.rst",
+        tables=report(
+            "results/report/tables.html",
+            caption="../report/tables.rst",
+            category="7. Report",
+        ),
     params:
         experiments=config["experiments"],
         datasets=dataset_labels(),
-        protocol=config["protocol"],
+        data={
+            "source": DATASET["source"],
+            "path": DATASET["path"],
+            "image_size": config["image_size"],
+            "protocol": config["protocol"],
+            "folds": FOLDS,
+        },
         settings=config["report"],
         code=code_hash("dermflow.evaluation.report"),
     log:

@@ -15,7 +15,7 @@ with run_stage(snakemake):
         inp.comparisons,
         inp.quarantine,
         inp.get("external_quarantine"),
-        protocol=par.protocol,
+        data=par.data,
         resamples=par.settings["bootstrap"],
         max_bits=par.settings["near_duplicate_bits"],
         max_mae=par.settings["near_duplicate_mae"],
@@ -23,4 +23,5 @@ with run_stage(snakemake):
         out_markdown=out.markdown,
         out_leakage=out.leakage,
         out_rst=out.rst,
+        out_tables=out.tables,
     )

@@ -1,12 +1,11 @@
 """The answer first: the page the HTML report opens on (Snakemake's global ``report:`` text).
 
-It is reStructuredText written by the report rule from the results: a few sentences
-that answer the questions a reader comes with (which experiment is best, do the
-declared comparisons hold, is anything leaking, was data set aside), then the
-headline tables (each experiment's balanced accuracy, macro-F1 and macro ROC AUC with
-their 95% lesion-cluster intervals, on CV, test and external side by side; one table a
-metric, narrow enough for the page's left column), the declared comparisons
-with Holm-adjusted p-values, the leakage audit, and how to read it all.
+Snakemake's report shows this page in a narrow column centred vertically in a
+window-high box, so anything taller than the window is cut off above the top, where no
+scrollbar reaches. The page therefore holds only the answer, one short line a question
+(what data, which experiment is best, the verdict of each declared comparison, leakage,
+quarantine), and links to the tables page (dermflow.evaluation.tables), which holds
+every number with its interval.
 """
 
 from __future__ import annotations
@@ -20,20 +19,17 @@ from dermflow.evaluation.metrics import HEADLINE, METRICS
 from dermflow.evaluation.significance import format_p
 
 ALPHA = 0.05
-HOW_TO_READ = (
-    "How to read this: every interval is a 95% percentile interval of the lesion-cluster "
-    "bootstrap ({resamples} resamples of the test set's lesions, each with all its images), "
-    "so it counts lesions, not images, as independent. A declared comparison is a claim fixed "
-    "before the results (report.comparisons); its Holm-adjusted p-value accounts for every "
-    "declared test, and a difference whose interval includes 0 is not evidence that either "
-    "experiment is better. The exploratory comparisons of every pair (comparisons.csv, "
-    "ablation.md) are unadjusted leads, not findings. These intervals reflect the test set's "
-    "sampling only, not training randomness (seeds, splits). Under protocol paper, the "
-    "leakage audit counts what val and test share with training: its test scores are "
-    "inflated and are reported to measure that inflation, not as results.")
+TABLES = "tables.html"  # the tables page's file name: a link target in Snakemake's report
+SOURCES = {"demo": "generated demo data (dermflow's HAM10000 look-alike, not real lesions)",
+           "download": "HAM10000 (Harvard Dataverse)", "local": "HAM10000 from {path}"}
+# Which set decides a pair's headline number: the one a reader would quote first.
+SET_ORDER = ("oof", "test", "external", "cv runs")
+SET_NAMES = {"oof": "out-of-fold", "test": "test", "external": "external",
+             "cv runs": "CV runs"}
 
 
-def _interval(entry: dict[str, Any], metric: str) -> str:
+def interval(entry: dict[str, Any], metric: str) -> str:
+    """'0.812 (0.771-0.850)': the point estimate and its 95% bootstrap interval."""
     value = entry["overall"].get(metric)
     ci = entry["bootstrap"]["overall"].get(metric)
     if value is None:
@@ -67,7 +63,7 @@ def headline_rows(experiments: list[dict[str, Any]], evaluations: dict[str, dict
         sets += [("test", ev), ("external", ev.get("external"))]
         for split, entry in sets:
             for metric in HEADLINE:
-                row[f"{split} {METRICS[metric].label}"] = (_interval(entry, metric)
+                row[f"{split} {METRICS[metric].label}"] = (interval(entry, metric)
                                                            if entry else "–")
         if cv:
             runs = ev.get("cv", {})
@@ -79,65 +75,88 @@ def headline_rows(experiments: list[dict[str, Any]], evaluations: dict[str, dict
     return rows
 
 
-def _csv_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
-    """An RST csv-table (quoted cells) of a list of equal-keyed rows."""
-    if not rows:
-        return []
-    def cell(v: Any) -> str:
-        return '"' + str(v).replace('"', '""') + '"'
-    lines = [f".. csv-table:: {title}", "   :header: " + ", ".join(cell(k) for k in rows[0]),
-             ""]
-    lines += ["   " + ", ".join(cell(v) for v in row.values()) for row in rows]
-    return [*lines, ""]
+def data_line(data: dict[str, Any], evaluations: dict[str, dict]) -> str:
+    """What the results are about: the data, its image size and protocol, and how many test
+    images and lesions every interval rests on."""
+    first = next(iter(evaluations.values()))
+    source = SOURCES[data["source"]].format(path=data.get("path", ""))
+    sets = [f"test split {first['n']} images of {first['bootstrap']['clusters']} lesions"]
+    if "external" in first:
+        sets.append(f"external test set {first['external']['n']} images")
+    if "cv" in first:
+        sets.insert(0, f"{data['folds']}-fold cross-validation")
+    return (f"{source}, {data['image_size']} px, protocol {data['protocol']}; "
+            + "; ".join(sets))
 
 
-def _declared(comparisons: pd.DataFrame) -> list[dict[str, str]]:
+def title(data: dict[str, Any], experiments: list[dict[str, Any]]) -> str:
+    """The page title names the data, so a report is never mistaken for another's."""
+    name = "demo data" if data["source"] == "demo" else "HAM10000"
+    return (f"dermflow on {name}: {len(experiments)} experiments, {data['image_size']} px, "
+            f"protocol {data['protocol']}")
+
+
+def _number(row: pd.Series) -> str:
+    return (f"{METRICS[row['metric']].label} on {SET_NAMES.get(row['split'], row['split'])} "
+            f"{row['difference']:+.3f} (95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
+            f"Holm p {format_p(row['p_holm'])})")
+
+
+def _primary(rows: pd.DataFrame) -> pd.Series:
+    """The row a reader quotes first: balanced accuracy on the first set of SET_ORDER."""
+    order = {s: i for i, s in enumerate(SET_ORDER)}
+    ranked = rows.assign(_set=rows["split"].map(order).fillna(len(order)),
+                         _metric=rows["metric"].map({m: i for i, m in enumerate(HEADLINE)}))
+    return ranked.sort_values(["_metric", "_set"], kind="stable").iloc[0]
+
+
+def verdicts(comparisons: pd.DataFrame) -> list[str]:
+    """One plain sentence per declared pair: does a difference hold, in which direction,
+    on how many of its tests, with the number a reader quotes first. Rows with a note
+    (not paired, too few lesions) were not tested: they never count as holding."""
+    declared = comparisons[comparisons["scope"] == "declared"]
     out = []
-    for _, r in comparisons[comparisons["scope"] == "declared"].iterrows():
-        note = r["note"] if isinstance(r["note"], str) and r["note"] else ""
-        out.append({
-            "a": r["a"], "b": r["b"], "set": r["split"], "method": r["method"],
-            "metric": METRICS[r["metric"]].label,
-            "a - b (95% CI)": note or (f"{r['difference']:+.3f} ({r['ci_low']:+.3f} to "
-                                       f"{r['ci_high']:+.3f})"),
-            "p": "" if note else format_p(r["p_value"]),
-            "Holm p": "" if note else format_p(r["p_holm"])})
+    for (a, b), rows in declared.groupby(["a", "b"], sort=False):
+        noted = rows["note"].fillna("").astype(str)
+        tested = rows[noted == ""]
+        if not len(tested):
+            reasons = "; ".join(dict.fromkeys(noted))
+            out.append(f"**{a} vs {b}:** not judged ({reasons}).")
+            continue
+        held = tested[tested["p_holm"] < ALPHA]
+        untested = "; ".join(dict.fromkeys(noted[noted != ""]))
+        skipped = (f"; {len(rows) - len(tested)} not tested ({untested})"
+                   if len(tested) < len(rows) else "")
+        if not len(held):
+            out.append(f"**{a} vs {b}:** no difference holds (0 of {len(tested)} tests at "
+                       f"Holm p < {ALPHA}{skipped}); {_number(_primary(tested))}.")
+            continue
+        better = (held["difference"] > 0).sum()
+        worse = len(held) - better
+        if better and worse:
+            verdict = f"mixed: {a} better on {better}, worse on {worse}"
+        else:
+            verdict = f"{a} {'better' if better else 'worse'} than {b} on {len(held)}"
+        out.append(f"**{a} vs {b}:** {verdict} of {len(tested)} tests at Holm p < {ALPHA}"
+                   f"{skipped}; {_number(_primary(held))}.")
     return out
 
 
-def _answer(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
-            comparisons: pd.DataFrame, audit: dict[str, dict], quarantine: str,
-            protocol: str) -> list[str]:
-    """The sentences that answer the reader's questions."""
-    lines = []
+def best_line(experiments: list[dict[str, Any]], evaluations: dict[str, dict]) -> str:
+    """The best multiclass experiment: by cross-validation when there is one, else by test."""
     multi = [e for e in experiments if e.get("task", "multiclass") == "multiclass"] or \
         experiments
     if all("cv" in evaluations[e["name"]] for e in multi):
         best = max(multi, key=lambda e: evaluations[e["name"]]["cv"]["oof"]["overall"][
             "balanced_accuracy"])
         ev = evaluations[best["name"]]
-        lines.append(f"**Best by cross-validation** (out-of-fold balanced accuracy): "
-                     f"**{best['name']}** ({_interval(ev['cv']['oof'], 'balanced_accuracy')});"
-                     f" its fold ensemble on the test split: "
-                     f"{_interval(ev, 'balanced_accuracy')}.")
-    else:
-        best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
-        lines.append(f"**Best on the test split** by balanced accuracy: **{best['name']}** "
-                     f"({_interval(evaluations[best['name']], 'balanced_accuracy')}).")
-    declared = comparisons[(comparisons["scope"] == "declared") & comparisons["note"].isna()]
-    if len(declared):
-        held = declared[declared["p_holm"] < ALPHA]
-        lines.append(f"**Declared comparisons:** {len(held)} of {len(declared)} differences "
-                     f"hold at Holm-adjusted p < {ALPHA}" + (
-                         ": " + "; ".join(
-                             f"{r['a']} vs {r['b']} ({r['split']}, {METRICS[r['metric']].label} "
-                             f"{r['difference']:+.3f})" for _, r in held.iterrows()) + "."
-                         if len(held) else "."))
-    else:
-        lines.append("**Declared comparisons:** none could be made (see report.comparisons).")
-    lines.append(leakage_line(audit, protocol))
-    lines.append(f"**Quarantine** (images set aside by validation): {quarantine}.")
-    return [f"- {line}" for line in lines]
+        return (f"**Best by cross-validation** (out-of-fold balanced accuracy): "
+                f"**{best['name']}** {interval(ev['cv']['oof'], 'balanced_accuracy')}; "
+                f"its fold ensemble on test {interval(ev, 'balanced_accuracy')}.")
+    best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
+    return (f"**Best on the test split** (balanced accuracy): **{best['name']}** "
+            f"{interval(evaluations[best['name']], 'balanced_accuracy')}; being best is not "
+            "a finding unless a declared comparison holds.")
 
 
 def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:
@@ -167,40 +186,27 @@ def leakage_line(audit: dict[str, dict], protocol: str) -> str:
         return (f"**Leakage: yes** (protocol {protocol}): {lesions} lesions in several "
                 f"splits, {synthetic} synthetic or augmented images in val/test, "
                 f"{duplicates} near-duplicate pairs across train and val/test (the worst "
-                f"dataset's counts; datasets {', '.join(sorted(leaking))}). Test scores of "
-                "those datasets may be inflated (leakage audit below).")
+                f"dataset's counts; datasets {', '.join(sorted(leaking))}; pairs listed in "
+                f"`{TABLES}`_).")
     return (f"**Leakage: none found** (protocol {protocol}): no lesion in several splits, "
             "no synthetic or augmented image in val/test, no near-duplicate pair across "
             "train and val/test.")
 
 
 def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
-                 comparisons: pd.DataFrame, audit: dict[str, dict], *, quarantine: str,
-                 protocol: str, resamples: int) -> str:
-    """The report's opening page, in reStructuredText."""
-    title = f"dermflow: {len(experiments)} experiments, protocol {protocol}"
-    lines = [title, "=" * len(title), "",
-             *_answer(experiments, evaluations, comparisons, audit, quarantine, protocol), ""]
-    rows = headline_rows(experiments, evaluations)
-    lines += _csv_table("Experiments", [{k: r[k] for k in ("experiment", "model", "balance",
-                                                            "task")} for r in rows])
-    for metric in HEADLINE:  # a narrow table per metric: the page has the DAG beside it
-        label = METRICS[metric].label
-        extra = ("CV runs", "balanced accuracy gap") if metric == "balanced_accuracy" else ()
-        lines += _csv_table(
-            f"Headline: {label}, sets side by side (95% lesion-cluster intervals, "
-            f"B = {resamples})",
-            [{"experiment": r["experiment"],
-              **{k: v for k, v in r.items() if k.endswith(f" {label}") or k.startswith(extra)}}
-             for r in rows])
-    lines += _csv_table(f"Declared comparisons (paired lesion-cluster bootstrap, B = "
-                        f"{resamples}; Holm-adjusted across all of them)",
-                        _declared(comparisons))
-    lines += _csv_table("Leakage audit per dataset", [
-        {"dataset": balance, "images": a["images"],
-         "lesions in several splits": a["lesions_in_several_splits"],
-         "synthetic/augmented in val+test": a["non_real_in_val_test"],
-         "near-duplicate pairs": a["near_duplicate_pairs_train_vs_val_test"]}
-        for balance, a in audit.items()])
-    lines += [HOW_TO_READ.format(resamples=resamples), ""]
+                 comparisons: pd.DataFrame, audit: dict[str, dict], *, data: dict[str, Any],
+                 quarantine: str, protocol: str) -> str:
+    """The report's opening page, in reStructuredText: the answer, and where the tables are."""
+    heading = title(data, experiments)
+    found = verdicts(comparisons) or [
+        "**Declared comparisons:** none could be made (see report.comparisons)."]
+    lines = [heading, "=" * len(heading), "",
+             f"- **Data:** {data_line(data, evaluations)}.",
+             f"- {best_line(experiments, evaluations)}",
+             *(f"- {line}" for line in found),
+             f"- {leakage_line(audit, protocol)}",
+             f"- **Quarantine** (images set aside by validation): {quarantine}.", "",
+             f"Every number with its 95% lesion-cluster interval, the declared comparisons "
+             f"test by test, the leakage audit and how to read them: `{TABLES}`_ "
+             "(category 7. Report); the ablation in the paper's layout: `ablation.md`_.", ""]
     return "\n".join(lines)

@@ -13,9 +13,16 @@ import numpy as np
 import pandas as pd
 
 from dermflow.atomic import atomic_path, write_csv, write_json
-from dermflow.evaluation.headline import headline_rows, quarantine_summary, workflow_rst
+from dermflow.evaluation.headline import (
+    data_line,
+    headline_rows,
+    quarantine_summary,
+    title,
+    workflow_rst,
+)
 from dermflow.evaluation.leakage import leakage_audit
 from dermflow.evaluation.significance import format_p
+from dermflow.evaluation.tables import pair_rows, tables_html
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +123,15 @@ def comparison_lines(comparisons: pd.DataFrame, scope: str) -> list[str]:
 def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
                  metrics: dict[str, str], datasets: dict[str, tuple[str, str | None]],
                  cache_npy: str, comparisons_csv: str, quarantine_csv: str,
-                 external_quarantine_csv: str | None, *, protocol: str, resamples: int,
+                 external_quarantine_csv: str | None, *, data: dict[str, Any], resamples: int,
                  max_bits: int, max_mae: float, out_csv: str, out_markdown: str,
-                 out_leakage: str, out_rst: str) -> None:
-    """The ablation table (CSV and Markdown, with comparisons and audit), leakage.json, and
-    the report's opening page (dermflow.evaluation.headline). ``external_quarantine_csv``:
-    the external test set's quarantine, None when the workflow has no external set."""
+                 out_leakage: str, out_rst: str, out_tables: str) -> None:
+    """The ablation table (CSV and Markdown, with comparisons and audit), leakage.json, the
+    report's opening page (dermflow.evaluation.headline) and its tables page
+    (dermflow.evaluation.tables). ``data``: the dataset's source and path, image size,
+    protocol and folds, which every page names. ``external_quarantine_csv``: the external
+    test set's quarantine, None when the workflow has no external set."""
+    protocol = data["protocol"]
     ev = {k: json.loads(Path(v).read_text()) for k, v in evaluations.items()}
     tr = {k: json.loads(Path(v).read_text()) for k, v in metrics.items()}
     table = ablation_table(experiments, ev, tr)
@@ -135,7 +145,7 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
          (("dataset", quarantine_csv), ("external test set", external_quarantine_csv))
          if path is not None})
     unit = f"lesion-cluster bootstrap, B = {resamples}"
-    lines = [f"# Results (protocol: {protocol})", "",
+    lines = [f"# {title(data, experiments)}", "", f"Data: {data_line(data, ev)}.", "",
              f"Headline metrics with 95% intervals ({unit}):", "",
              *_markdown_table(headline_rows(experiments, ev)), "",
              f"## Declared comparisons ({unit}, paired; p Holm-adjusted across all of them)",
@@ -155,12 +165,19 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
         lines.append(f"| {balance} | {a['images']} | {a['lesions_in_several_splits']} | "
                      f"{a['non_real_in_val_test']} | "
                      f"{a['near_duplicate_pairs_train_vs_val_test']} |")
+    pairs = pair_rows(audit)
+    if len(pairs):
+        lines += ["", f"Near-duplicate pairs ({len(pairs)}; every pair in leakage.json):", "",
+                  *_markdown_table(pairs.head(20).to_dict("records"))]
     lines += ["", f"Quarantined by validation: {quarantine}.", ""]
     with atomic_path(out_markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    rule = next(iter(audit.values()))["near_duplicate_rule"]
+    with atomic_path(out_tables) as tmp:
+        tmp.write_text(tables_html(experiments, ev, comparisons, audit, data=data,
+                                   quarantine=quarantine, resamples=resamples, rule=rule))
     with atomic_path(out_rst) as tmp:
-        tmp.write_text(workflow_rst(experiments, ev, comparisons, audit,
-                                    quarantine=quarantine, protocol=protocol,
-                                    resamples=resamples))
+        tmp.write_text(workflow_rst(experiments, ev, comparisons, audit, data=data,
+                                    quarantine=quarantine, protocol=protocol))
     log.info("report: %d experiments, leakage %s, quarantined %s", len(experiments),
              {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantine)
