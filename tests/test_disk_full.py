@@ -6,6 +6,7 @@ tests skip, saying why) and fills it to a known free space.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -13,10 +14,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from dermflow.data.hair import HairParams, remove_hair_all
-from dermflow.data.images import read_rgb
+from dermflow.data.images import read_rgb, write_image
 from dermflow.data.validate import image_sources, validate_dataset
 from dermflow.stage import run_stage
 
@@ -119,4 +121,19 @@ def test_hair_removal_on_a_full_disk_stops_at_the_file_that_does_not_fit(tiny_da
     assert written, "the images that fitted were written"
     for path in written:  # whole files: each decodes
         assert read_rgb(str(path)).shape == (30, 40, 3)
+    assert_left_clean(small_disk)
+
+
+def test_a_log_on_the_full_disk_leaves_the_one_line_on_stderr(small_disk, capsys):
+    smk = SimpleNamespace(rule="remove_hair", log=[str(small_disk / "logs" / "remove_hair.log")],
+                          output=[str(small_disk / "hair" / "images")], config={}, params={},
+                          resources={})
+    with pytest.raises(SystemExit), run_stage(smk):
+        logging.getLogger("dermflow.remove_hair").info("%s", "x" * 4000)  # near a page's end
+        fill(small_disk, 0)  # the disk fills up while the job runs
+        write_image(small_disk / "hair" / "images" / "ISIC_0000000.png",
+                    np.zeros((30, 40, 3), np.uint8))
+    err = capsys.readouterr().err
+    assert re.search(r"disk full: \S+/ISIC_0000000\.png needs [\d,]+ bytes, 0 bytes free", err)
+    assert "Traceback" not in err and "Logging error" not in err, err
     assert_left_clean(small_disk)

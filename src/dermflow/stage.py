@@ -82,6 +82,24 @@ def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]],
         os.close(fd)
 
 
+class LogFile(logging.FileHandler):
+    """A job's log file. On a full disk (often the one the log is on) a record that does
+    not fit is dropped, not printed as a traceback of its own: stderr still has it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        err = sys.exc_info()[1]
+        if not (isinstance(err, OSError) and err.errno in NO_SPACE):
+            super().handleError(record)
+
+    def close(self) -> None:
+        """Close the file; what a full disk kept from it stays unwritten."""
+        try:
+            super().close()
+        except OSError as err:
+            if err.errno not in NO_SPACE:
+                raise
+
+
 def user_error(err: BaseException, where: str | os.PathLike[str] | None = None,
                ) -> DermflowError | None:
     """The one-line error a user can act on that ``err`` is, or None for a bug.
@@ -121,7 +139,7 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     log_path = Path(smk.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
-    handlers = [logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
+    handlers = [LogFile(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
