@@ -157,7 +157,8 @@ def check_image(ref: str, min_side: int = MIN_SIDE) -> ImageCheck:
     """Fully decode one image (so truncation is caught); any failure becomes a reason.
 
     The size policy (over MAX_PIXELS, a shorter side under ``min_side``) acts on the
-    header, before decoding. ``dermflow predict`` checks each file it is given with this.
+    header, before decoding. One image at a time, so that ``dermflow predict`` can
+    refuse the files validation would set aside.
     """
     try:
         data = read_bytes(ref)
