@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermflow.atomic import atomic_path, save_npy, stale_temporaries, write_csv, write_json
+from dermflow.atomic import (
+    atomic_memmap,
+    atomic_path,
+    save_npy,
+    stale_temporaries,
+    write_csv,
+    write_json,
+)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
@@ -42,3 +49,16 @@ def test_stale_temporaries_are_those_of_the_named_output_only(tmp_path):
         path.write_text("")
     assert stale_temporaries(tmp_path / "images_64.npy") == sorted(stale)
     assert stale_temporaries(tmp_path / "nowhere" / "x.csv") == []
+
+
+def test_a_memory_mapped_output_holds_its_blocks_before_it_is_filled(tmp_path):
+    """A sparse map gets its blocks page by page as it is written, and a full disk then
+    kills the process (SIGBUS); allocated up front, it never needs one."""
+    with atomic_memmap(tmp_path / "cache.npy", np.uint8, (4, 64, 64, 3)) as array:
+        tmp = next(tmp_path.glob(".cache.npy.*.tmp"))
+        assert tmp.stat().st_blocks * 512 >= tmp.stat().st_size >= array.nbytes
+        assert not array.any()
+        array[1] = 7
+    loaded = np.load(tmp_path / "cache.npy")
+    assert loaded.shape == (4, 64, 64, 3) and loaded.sum() == 7 * 64 * 64 * 3
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npy"]

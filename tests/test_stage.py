@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +99,44 @@ def test_expected_errors_log_a_message_and_bugs_a_traceback(tmp_path):
         raise KeyError("a bug")
     log = Path(smk.log[0]).read_text()
     assert "Traceback" in log and "KeyError: 'a bug'" in log
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (errno.ENOSPC, "disk full: {path} does not fit, "),
+    (errno.EDQUOT, "disk full: {path} does not fit"),
+    (errno.EACCES, "permission denied: {path}: let this user read and write it"),
+    (errno.EPERM, "permission denied: {path}: let this user read and write it"),
+    (errno.EROFS, "read-only file system: {path}: run where results can be written"),
+])
+def test_os_errors_a_user_can_fix_are_one_line_naming_the_path(tmp_path, code, message):
+    smk = job(tmp_path)
+    path = tmp_path / "cache" / "images_32.npy"
+    with pytest.raises(SystemExit), run_stage(smk):
+        raise OSError(code, os.strerror(code), str(path))
+    lines = Path(smk.log[0]).read_text().splitlines()
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1 and message.format(path=path) in errors[0], lines
+    if code in (errno.ENOSPC, errno.EDQUOT):  # what is free, on which file system
+        assert re.search(r"[\d,]+ bytes( \([\d.]+ [MG]B\))? free on /", errors[0]), errors[0]
+    assert "Traceback" not in "\n".join(lines) and "a bug" not in "\n".join(lines)
+
+
+def test_a_full_disk_the_system_does_not_locate_names_the_jobs_output(tmp_path):
+    smk = job(tmp_path)
+    with pytest.raises(SystemExit), run_stage(smk):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a failed write() says it
+    log = Path(smk.log[0]).read_text()
+    assert f"disk full: {smk.output[0]} does not fit" in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize("err", [
+    OSError(errno.ENOENT, "No such file or directory", "results/x.csv"),
+    OSError(errno.EACCES, "Permission denied"),  # no file named: nothing the user can fix
+    ValueError("a bug"),
+])
+def test_other_errors_stay_bugs_with_their_traceback(tmp_path, err):
+    smk = job(tmp_path)
+    with pytest.raises(SystemExit), run_stage(smk):
+        raise err
+    log = Path(smk.log[0]).read_text()
+    assert "a bug in dermflow" in log and "Traceback" in log

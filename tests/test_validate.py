@@ -11,14 +11,17 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_png_header
+import yaml
+from conftest import write_jpeg, write_png_header
 from PIL import Image
 
 from dermflow.cli import main
 from dermflow.data.images import read_rgb
 from dermflow.data.validate import (
     MAX_PIXELS,
+    MIN_SIDE,
     BadInputError,
+    check_image,
     image_sources,
     raw_fingerprint,
     validate_dataset,
@@ -101,6 +104,33 @@ def test_oversized_image_is_a_named_quarantinable_reason(tiny_dataset, size, lim
     assert f"{size[0] * size[1] / 1e6:.1f} megapixels" in row["reason"]
     assert f"limit of {MAX_PIXELS // 1_000_000} megapixels" in row["reason"]
     assert len(manifest) == 41
+
+
+def test_a_tiny_image_is_quarantined_not_upscaled_into_the_cache(tiny_dataset):
+    target = tiny_dataset / "HAM10000_images_part_1" / "ISIC_0000009.jpg"
+    write_jpeg(target, np.random.default_rng(0), size=(8, 6))
+    manifest, quarantine = validate(tiny_dataset)
+    row = quarantine.set_index("image_id").loc["ISIC_0000009"]
+    assert row["problem"] == "too_small"
+    assert "8x6" in row["reason"] and f"{MIN_SIDE} px of validation.min_side" in row["reason"]
+    assert "ISIC_0000009" not in set(manifest["image_id"]) and len(manifest) == 41
+    with pytest.raises(BadInputError, match="1 too_small"):
+        validate(tiny_dataset, "fail")
+    kept, _ = validate(tiny_dataset, "fail", min_side=6)  # the floor is the config's
+    assert "ISIC_0000009" in set(kept["image_id"])
+
+
+def test_the_size_floor_keeps_ham10000_and_demo_sizes_and_is_the_configs_default(repo, tmp_path):
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["validation"]["properties"]["min_side"]["default"] == MIN_SIDE
+    demo = schema["properties"]["dataset"]["properties"]["demo"]["properties"]
+    smallest_demo = (demo["width"]["minimum"], demo["height"]["minimum"])
+    for size in ((600, 450), (200, 150), (100, 75), smallest_demo, (MIN_SIDE, MIN_SIDE)):
+        write_jpeg(tmp_path / "x.jpg", np.random.default_rng(0), size=size)
+        check = check_image(str(tmp_path / "x.jpg"))
+        assert check.problem is None and (check.width, check.height) == size, check
+    write_jpeg(tmp_path / "x.jpg", np.random.default_rng(0), size=(MIN_SIDE, MIN_SIDE - 1))
+    assert check_image(str(tmp_path / "x.jpg")).problem == "too_small"
 
 
 def test_reasons_are_the_same_on_every_run(broken_dataset):

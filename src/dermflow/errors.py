@@ -15,3 +15,11 @@ class DatasetError(DermflowError):
 
 class DownloadError(DermflowError):
     """Fetching a remote file failed (offline, bad checksum, server error)."""
+
+
+class DiskFullError(DermflowError):
+    """A file system has too little free space for an output."""
+
+
+class FileAccessError(DermflowError):
+    """A file or folder cannot be written or read: permissions, or a read-only file system."""

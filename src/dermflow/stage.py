@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -12,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dermflow.atomic import stale_temporaries, temporaries_in
-from dermflow.errors import DermflowError
+from dermflow.atomic import NO_SPACE, disk_full, stale_temporaries, temporaries_in
+from dermflow.errors import DermflowError, FileAccessError
 from dermflow.logs import FORMAT
 from dermflow.provenance import write_provenance
 
@@ -81,19 +82,64 @@ def hold_outputs(rule: str, outputs: Sequence[str | os.PathLike[str]],
         os.close(fd)
 
 
+class LogFile(logging.FileHandler):
+    """A job's log file. On a full disk (often the one the log is on) a record that does
+    not fit is dropped, not printed as a traceback of its own: stderr still has it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        err = sys.exc_info()[1]
+        if not (isinstance(err, OSError) and err.errno in NO_SPACE):
+            super().handleError(record)
+
+    def close(self) -> None:
+        """Close the file; what a full disk kept from it stays unwritten."""
+        try:
+            super().close()
+        except OSError as err:
+            if err.errno not in NO_SPACE:
+                raise
+
+
+def user_error(err: BaseException, where: str | os.PathLike[str] | None = None,
+               ) -> DermflowError | None:
+    """The one-line error a user can act on that ``err`` is, or None for a bug.
+
+    Besides dermflow's own errors, an OSError the user fixes outside dermflow is one:
+    a full disk or quota, a permission refused or a read-only file system, on a file
+    the system names (for a full disk, else ``where``: the job's first output, as the
+    job writes there).
+    """
+    if isinstance(err, DermflowError):
+        return err
+    if not isinstance(err, OSError):
+        return None
+    path = os.fsdecode(err.filename) if isinstance(err.filename, (str, bytes)) else None
+    if err.errno in NO_SPACE:
+        return disk_full(path or where or ".")
+    if not path:  # a refusal that names no file is not one the user can locate
+        return None
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return FileAccessError(f"permission denied: {path}: let this user read and write it "
+                               "(or its folder), or run in a folder of your own, and rerun")
+    if err.errno == errno.EROFS:
+        return FileAccessError(f"read-only file system: {path}: run where results can be "
+                               "written (or remount it writable) and rerun")
+    return None
+
+
 @contextmanager
 def run_stage(smk: Any) -> Iterator[logging.Logger]:
     """Log to the rule's log file and stderr; on success record provenance beside the outputs.
 
     The job holds its outputs while it runs (``hold_outputs``). Expected failures
-    (bad data, bad config, offline, a job already running) end the job with status 1
-    and one readable message in the log; anything else is a bug, and its traceback
-    goes to the log too.
+    (bad data, bad config, offline, a job already running, a full disk, a permission
+    refused: ``user_error``) end the job with status 1 and one readable message in
+    the log; anything else is a bug, and its traceback goes to the log too.
     """
     log_path = Path(smk.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
-    handlers = [logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
+    handlers = [LogFile(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
@@ -104,11 +150,12 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
         with hold_outputs(smk.rule, list(smk.output), smk.params.get("checkpoints")):
             yield logger
             write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
-    except DermflowError as err:
-        logger.error("%s", err)
-        raise SystemExit(1) from None
-    except Exception:
-        logger.exception("unexpected error, a bug in dermflow: please report it with this log")
+    except Exception as err:
+        expected = user_error(err, smk.output[0])
+        if expected is None:
+            logger.exception("unexpected error, a bug in dermflow: please report it with this log")
+        else:
+            logger.error("%s", expected)
         raise SystemExit(1) from None
     finally:
         for handler in handlers:

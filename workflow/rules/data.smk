@@ -61,6 +61,7 @@ rule validate_dataset:
         ),
     params:
         on_bad_input=config["on_bad_input"],
+        min_side=config["validation"]["min_side"],
         raw=local_fingerprint(raw_metadata(), *raw_images()),
         code=code_hash("dermflow.data.validate"),
     threads: 4
@@ -88,6 +89,7 @@ if DATASET["external_test"]:
         params:
             hair=config["hair_removal"],
             on_bad_input=config["on_bad_input"],
+            min_side=config["validation"]["min_side"],
             raw=local_fingerprint(external_ground_truth(), *external_images()),
             size=config["image_size"],
             code=code_hash("dermflow.data.external"),

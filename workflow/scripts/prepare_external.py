@@ -14,6 +14,7 @@ with run_stage(snakemake):
         hair=hair_params(par.hair) if par.hair["enabled"] else None,
         size=par.size,
         on_bad_input=par.on_bad_input,
+        min_side=par.min_side,
         threads=snakemake.threads,
         hair_dir=out.work,
         out_npy=out.cache,

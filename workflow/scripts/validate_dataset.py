@@ -14,6 +14,7 @@ with run_stage(snakemake) as log:
             snakemake.input.metadata,
             [Path(p) for p in snakemake.input.images],
             on_bad_input=snakemake.params.on_bad_input,
+            min_side=snakemake.params.min_side,
             threads=snakemake.threads,
         )
     except BadInputError as err:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dermflow.atomic import atomic_path, write_csv
+from dermflow.atomic import atomic_memmap, write_csv
 from dermflow.data.images import read_rgb
 from dermflow.errors import DatasetError
 
@@ -42,20 +42,18 @@ def build_cache(images: pd.DataFrame, size: int, out_npy: str | os.PathLike[str]
                 out_index: str | os.PathLike[str], threads: int = 1) -> pd.DataFrame:
     """Write the image cache and its index; ``images`` has image_id, lesion_id, dx, label, path.
 
-    The array is filled in place through a memmap, so memory stays flat whatever N is.
+    The array is filled in place through a memmap, so memory stays flat whatever N is;
+    its whole size is reserved on disk before the first image is read, so a full disk
+    stops the job at once with a DiskFullError naming the bytes (atomic_memmap).
     """
     table = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cv2.setNumThreads(1)
-    with atomic_path(out_npy) as tmp:
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(len(table), size, size, 3))
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            resized = pool.map(load_resized, table["path"], [size] * len(table))
-            for row, image in enumerate(tqdm(resized, total=len(table), desc="cache",
-                                             unit="img", mininterval=2)):
-                cache[row] = image
-        cache.flush()
-        del cache
+    with (atomic_memmap(out_npy, np.uint8, (len(table), size, size, 3)) as cache,
+          ThreadPoolExecutor(max(1, threads)) as pool):
+        resized = pool.map(load_resized, table["path"], [size] * len(table))
+        for row, image in enumerate(tqdm(resized, total=len(table), desc="cache", unit="img",
+                                         mininterval=2)):
+            cache[row] = image
     index = table.assign(row=np.arange(len(table)))[list(INDEX_COLUMNS)]
     write_csv(index, out_index)
     log.info("cached %d images at %dx%d into %s", len(table), size, size, Path(out_npy))

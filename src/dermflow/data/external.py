@@ -21,7 +21,7 @@ from dermflow.atomic import write_csv
 from dermflow.data.cache import build_cache, cache_source
 from dermflow.data.hair import HairParams, remove_hair_all
 from dermflow.data.isic2018 import ground_truth_metadata
-from dermflow.data.validate import validate_dataset
+from dermflow.data.validate import MIN_SIDE, validate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 def prepare_external(ground_truth: str | os.PathLike[str], sources: list[Path], *,
                      hair: HairParams | None, size: int, on_bad_input: str, threads: int,
                      hair_dir: str | os.PathLike[str], out_npy: str, out_index: str,
-                     out_quarantine: str) -> pd.DataFrame:
-    """Validate, clean and cache the external test images; returns the cache index."""
+                     out_quarantine: str, min_side: int = MIN_SIDE) -> pd.DataFrame:
+    """Validate (the dataset's size policy: ``min_side``), clean and cache the external test
+    images; returns the cache index."""
     meta_path = Path(hair_dir) / "metadata.csv"
     write_csv(ground_truth_metadata(ground_truth), meta_path)
     manifest, quarantine = validate_dataset(meta_path, sources, on_bad_input, threads=threads,
-                                            required_classes=(), missing_is_bad=False)
+                                            required_classes=(), missing_is_bad=False,
+                                            min_side=min_side)
     write_csv(quarantine, out_quarantine)
     missing = int((quarantine["problem"] == "missing_file").sum())
     if missing:

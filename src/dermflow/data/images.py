@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dermflow.atomic import atomic_path
+from dermflow.atomic import write_bytes
 from dermflow.errors import DatasetError
 
 ZIP_SEP = "::"
@@ -79,5 +79,4 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 
     ok, encoded = cv2.imencode(target.suffix, array, params)
     if not ok:
         raise DatasetError(f"cannot encode image {target}")
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    write_bytes(encoded.tobytes(), target)

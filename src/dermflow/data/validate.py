@@ -41,6 +41,13 @@ MAX_LISTED = 50
 # (24 megapixels); anything over 64 megapixels is set aside before it is decoded, so one
 # oversized file cannot exhaust memory (Pillow's own decompression-bomb limit is higher).
 MAX_PIXELS = 64_000_000
+# The floor (config validation.min_side): an image whose shorter side is under 16 px is
+# a thumbnail, an icon or a placeholder, not a dermoscopic image, and the cache would
+# blow it up into a blur. 16 is the smallest cache side (image_size) dermflow allows, so
+# what is kept fills even that cache without upscaling; HAM10000 (600x450), its 1/3-scale
+# copy (200x150) and the demo's images (100x75 by default, 32x32 at the smallest) are far
+# above it.
+MIN_SIDE = 16
 EXIF_ORIENTATION = 0x0112
 IMAGE_ID = re.compile(r"ISIC_\d+")  # segmentation masks (ISIC_..._segmentation.png) do not match
 NOT_IMAGES = re.compile(r"segmentation|mask|truth")  # lesion masks, the demo's hair truth
@@ -139,8 +146,20 @@ def _too_large(size: str) -> ImageCheck:
                       f"{MAX_PIXELS / 1e6:.0f} megapixels (see README, 'Validation')")
 
 
-def check_image(ref: str) -> ImageCheck:
-    """Fully decode one image (so truncation is caught); any failure becomes a reason."""
+def _too_small(width: int, height: int, min_side: int) -> ImageCheck:
+    """The size policy's floor as a reason."""
+    return ImageCheck("too_small", f"image too small: {width}x{height}, its shorter side under "
+                      f"the {min_side} px of validation.min_side (see README, 'Validation')",
+                      width, height)
+
+
+def check_image(ref: str, min_side: int = MIN_SIDE) -> ImageCheck:
+    """Fully decode one image (so truncation is caught); any failure becomes a reason.
+
+    The size policy (over MAX_PIXELS, a shorter side under ``min_side``) acts on the
+    header, before decoding. One image at a time, so that ``dermflow predict`` can
+    refuse the files validation would set aside.
+    """
     try:
         data = read_bytes(ref)
         if not data:
@@ -149,6 +168,8 @@ def check_image(ref: str) -> ImageCheck:
             width, height = img.size
             if width * height > MAX_PIXELS:
                 return _too_large(f"{width}x{height} = {width * height / 1e6:.1f} megapixels")
+            if min(width, height) < min_side:
+                return _too_small(width, height, min_side)
             img.load()
             mode = img.mode
             oriented = img.getexif().get(EXIF_ORIENTATION, 1) != 1
@@ -234,6 +255,7 @@ def validate_dataset(metadata: str | os.PathLike[str], sources: list[Path],
                      required_classes: tuple[str, ...] = CLASSES,
                      missing_is_bad: bool = True,
                      hint: str = "set on_bad_input: quarantine",
+                     min_side: int = MIN_SIDE,
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(manifest, quarantine) for the images the metadata lists.
 
@@ -244,7 +266,7 @@ def validate_dataset(metadata: str | os.PathLike[str], sources: list[Path],
     With ``missing_is_bad=False`` rows whose image file is absent are quarantined
     and warned about but never fail the run (the external test set's ground truth
     lists an image its published zip lacks). ``hint`` is how the caller's user
-    switches to quarantine.
+    switches to quarantine; ``min_side`` is the size policy's floor (check_image).
     """
     name = Path(metadata).name
     meta = read_metadata(metadata)
@@ -274,8 +296,8 @@ def validate_dataset(metadata: str | os.PathLike[str], sources: list[Path],
     # sets it aside by name right after, so the warning would only repeat that, unnamed.
     with warnings.catch_warnings(), ThreadPoolExecutor(max(1, threads)) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        checks = list(tqdm(pool.map(check_image, paths.values()), total=len(paths),
-                           desc="validate", unit="img", mininterval=2))
+        checks = list(tqdm(pool.map(check_image, paths.values(), [min_side] * len(paths)),
+                           total=len(paths), desc="validate", unit="img", mininterval=2))
     sizes = {}
     oriented = 0
     for i, check in zip(paths, checks, strict=True):
