@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dermflow.atomic import atomic_path, write_csv
+from dermflow.atomic import atomic_memmap, write_csv
 from dermflow.data.cache import load_split_cache
 from dermflow.data.split import training_pool
 from dermflow.errors import DatasetError
@@ -167,15 +167,11 @@ def generate_synthetic(generator_path: str, cache_npy: str, index_csv: str, spli
     log.info("generating %d synthetic images with the %s on %s: %s", len(manifest),
              meta["kind"], device, counts)
     size = images.shape[1]
-    with atomic_path(out_npy) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(manifest), size, size, 3))
+    with atomic_memmap(out_npy, np.uint8, (len(manifest), size, size, 3)) as out:
         for chunk in tqdm(batches(torch.arange(len(manifest)), settings["batch_size"]),
                           desc="synthesize", unit="batch", mininterval=5):
             out[chunk.numpy()] = to_uint8(synthesize(generator, data, attention,
                                                      manifest.iloc[chunk.numpy()], precision))
-        out.flush()
-        del out
     write_csv(manifest, out_manifest)
     plot_examples(images, maps, np.load(out_npy, mmap_mode="r"), manifest, pool, out_figure)
     return manifest

@@ -18,7 +18,7 @@ import torch
 from captum.attr import NoiseTunnel, Saliency
 from tqdm import tqdm
 
-from dermflow.atomic import atomic_path, write_csv
+from dermflow.atomic import atomic_memmap, write_csv
 from dermflow.data.cache import load_split_cache
 from dermflow.data.split import training_pool
 from dermflow.figures import plt, save
@@ -70,12 +70,8 @@ def smoothgrad(model: torch.nn.Module, data: ImageTensor, index: np.ndarray, *, 
 def write_attention(maps: np.ndarray, rows: np.ndarray, n_rows: int,
                     path: str | os.PathLike[str]) -> None:
     """N x H x W float16 file aligned with the image cache; rows outside the pool stay 0."""
-    with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                        shape=(n_rows, *maps.shape[1:]))
+    with atomic_memmap(path, np.float16, (n_rows, *maps.shape[1:])) as out:
         out[rows] = maps
-        out.flush()
-        del out
 
 
 def plot_overlays(images: np.ndarray, attention: np.ndarray, index: pd.DataFrame,
