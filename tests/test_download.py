@@ -1,283 +1,286 @@
-"""download.py against a fake Dataverse on 127.0.0.1: listing, access API, Range, checksums."""
+"""download.py against the stand-in Dataverse (tests/dataverse_standin.py) on 127.0.0.1:
+pinned versions, the manifest, resuming, retries, the server's own error messages, and
+the workflow's download rules keeping every finished file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
+import os
+import signal
 import socket
-import threading
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
+import pandas as pd
 import pytest
+import yaml
+from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from dataverse_standin import Dataverse, Fault, StoredFile, ham10000_record, tab_copy
 
 from dermflow.data import download
 from dermflow.data.download import (
     CORE_FILES,
     EXTERNAL_TEST_FILES,
-    HAM10000_DOI,
+    MANIFEST,
+    USER_AGENT,
+    download_file,
     download_ham10000,
+    read_manifest,
 )
+from dermflow.data.validate import read_metadata
 from dermflow.errors import DownloadError
+from dermflow.provenance import write_provenance
 
-HASHLIB = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
-
-
-@dataclass
-class FakeFile:
-    """A record entry. An ingested table serves ``tab`` plainly and ``data`` as its original."""
-
-    id: int
-    label: str
-    data: bytes
-    checksum_type: str = "MD5"
-    tab: bytes | None = None
-    published_checksum: str | None = None  # overrides the true one, to fake a bad record
-    publish_size: bool = True
-
-    def entry(self) -> dict:
-        checksum = self.published_checksum or hashlib.new(
-            HASHLIB[self.checksum_type], self.data).hexdigest()
-        data_file = {"id": self.id, "filename": self.label, "checksum":
-                     {"type": self.checksum_type, "value": checksum}}
-        if self.checksum_type == "MD5":
-            data_file["md5"] = checksum
-        if self.tab is None:
-            data_file["filesize"] = len(self.data)
-        else:  # as Dataverse reports an ingested CSV
-            data_file.update(filesize=len(self.tab), originalFileFormat="text/csv",
-                             originalFileSize=len(self.data),
-                             originalFileName=self.label.replace(".tab", ".csv"),
-                             tabularData=True)
-        if not self.publish_size:
-            data_file.pop("filesize")
-        return {"label": self.label, "restricted": False, "dataFile": data_file}
-
-
-@dataclass
-class Seen:
-    """One request the server got."""
-
-    file_id: int | None  # None for the dataset listing
-    query: dict[str, list[str]]
-    range: str | None
-    part_size: int | None = None  # size of the client's <label>.part when the request came
-
-
-@dataclass
-class FakeDataverse:
-    url: str
-    files: dict[int, FakeFile]
-    seen: list[Seen] = field(default_factory=list)
-    cut_first_after: dict[int, int] = field(default_factory=dict)  # id -> bytes sent once
-    cut_always_after: dict[int, int] = field(default_factory=dict)
-    ignore_range: bool = False
-    out_dir: Path | None = None  # where the client writes, to record its .part sizes
-
-    def by_label(self, label: str) -> FakeFile:
-        return next(f for f in self.files.values() if f.label == label)
-
-    def requests_for(self, label: str) -> list[Seen]:
-        file_id = self.by_label(label).id
-        return [s for s in self.seen if s.file_id == file_id]
-
-
-def _random_bytes(seed: int, n: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def _record() -> dict[int, FakeFile]:
-    csv = b"lesion_id,image_id,dx\nHAM_0000118,ISIC_0027419,bkl\nHAM_0000118,ISIC_0025030,bkl\n"
-    truth = b"image,MEL,NV\nISIC_0034524,0.0,1.0\n"
-    files = [
-        FakeFile(10, "HAM10000_images_part_1.zip", _random_bytes(1, 300_000)),
-        FakeFile(11, "HAM10000_images_part_2.zip", _random_bytes(2, 250_000), "SHA-256"),
-        FakeFile(12, "HAM10000_metadata.tab", csv, tab=csv.replace(b",", b"\t")[:-1]),
-        FakeFile(13, "ISIC2018_Task3_Test_Images.zip", _random_bytes(3, 200_000), "SHA-512"),
-        FakeFile(14, "ISIC2018_Task3_Test_GroundTruth.tab", truth, "SHA-1",
-                 tab=truth.replace(b",", b"\t")),
-        FakeFile(15, "README.txt", b"not needed\n"),
-    ]
-    return {f.id: f for f in files}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ThreadingHTTPServer
-
-    def log_message(self, *args: object) -> None:  # keep pytest output quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        fake: FakeDataverse = self.server.fake  # type: ignore[attr-defined]
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        if url.path.rstrip("/") == "/api/datasets/:persistentId":
-            fake.seen.append(Seen(None, query, None))
-            if query.get("persistentId") != [HAM10000_DOI]:
-                return self._send(404, b'{"status":"ERROR"}')
-            body = {"status": "OK", "data": {"latestVersion": {
-                "files": [f.entry() for f in fake.files.values()]}}}
-            return self._send(200, json.dumps(body).encode())
-        prefix = "/api/access/datafile/"
-        if not url.path.startswith(prefix) or int(url.path[len(prefix):]) not in fake.files:
-            return self._send(404, b"not found")
-        file = fake.files[int(url.path[len(prefix):])]
-        part = fake.out_dir / f"{file.label}.part" if fake.out_dir else None
-        part_size = part.stat().st_size if part and part.exists() else None
-        fake.seen.append(Seen(file.id, query, self.headers.get("Range"), part_size))
-        original = query.get("format") == ["original"]
-        body = file.data if file.tab is None or original else file.tab
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and not fake.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(body):
-                return self._send(416, b"", {"Content-Range": f"bytes */{len(body)}"})
-        rest = body[start:]
-        headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if start else {}
-        cut = fake.cut_first_after.pop(file.id, None) or fake.cut_always_after.get(file.id)
-        if cut is None:
-            return self._send(206 if start else 200, rest, headers)
-        # Announce the full length, send `cut` bytes, then drop the connection.
-        self._send_head(206 if start else 200, len(rest), headers)
-        self.wfile.write(rest[:cut])
-        self.wfile.flush()
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _send_head(self, status: int, length: int, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self._send_head(status, len(body), headers or {})
-        self.wfile.write(body)
+ZIP1, ZIP2, META = CORE_FILES
+META_TAB = "HAM10000_metadata.tab"
 
 
 @pytest.fixture
-def dataverse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDataverse]:
-    """A fake Dataverse on a free local port, stopped when the test ends."""
+def dataverse(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dataverse]:
+    """The stand-in with the record at version 1.0, stopped when the test ends."""
     monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    fake = FakeDataverse(f"http://127.0.0.1:{server.server_address[1]}", _record())
-    server.fake = fake  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with Dataverse({"1.0": ham10000_record()}) as dv:
+        yield dv
 
 
-def fetch(fake: FakeDataverse, out: Path, **kwargs: object) -> list[Path]:
-    return download_ham10000(out, base_url=fake.url, timeout=5.0, **kwargs)  # type: ignore[arg-type]
+def fetch(dv: Dataverse, out: Path, **kwargs: object) -> list[Path]:
+    kwargs = {"timeout": 5.0, "version": "1.0", **kwargs}
+    return download_ham10000(out, base_url=dv.url, **kwargs)  # type: ignore[arg-type]
 
 
-def test_full_download_lands_verified_files_and_no_part(dataverse, tmp_path):
+def second_version(dv: Dataverse) -> StoredFile:
+    """Publish 2.0, whose first image zip is replaced (a new file id, as Dataverse gives)."""
+    new = StoredFile(20, ZIP1, b"version 2 " * 5_000)
+    dv.publish("2.0", [new if f.label == ZIP1 else f for f in dv.versions["1.0"]])
+    return new
+
+
+def test_download_lands_the_pinned_version_and_its_manifest(dataverse, tmp_path):
+    second_version(dataverse)  # the latest, not asked for
+
     paths = fetch(dataverse, tmp_path)
 
     assert paths == [tmp_path / name for name in CORE_FILES]
-    for label in ("HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip"):
-        assert (tmp_path / label).read_bytes() == dataverse.by_label(label).data
-    # The ingested table comes back as the uploaded CSV, not Dataverse's .tab copy.
-    meta = dataverse.by_label("HAM10000_metadata.tab")
-    assert (tmp_path / "HAM10000_metadata.csv").read_bytes() == meta.data
-    assert dataverse.requests_for("HAM10000_metadata.tab")[0].query == {"format": ["original"]}
-    assert dataverse.requests_for("HAM10000_images_part_1.zip")[0].query == {}
-    assert not list(tmp_path.glob("*.part"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(CORE_FILES)
+    assert (tmp_path / ZIP1).read_bytes() == dataverse.file(ZIP1, "1.0").data
+    assert (tmp_path / ZIP2).read_bytes() == dataverse.file(ZIP2, "1.0").data
+    # The ingested table comes back as the uploaded CSV (the one the checksum is of).
+    assert (tmp_path / META).read_bytes() == dataverse.file(META_TAB).data
+    assert dataverse.requests_for(META_TAB)[0].query == {"format": ["original"]}
+    # Through the 303 to storage, with dermflow's User-Agent and no compression, both hosts.
+    assert {(s.host, s.status) for s in dataverse.requests_for(ZIP1)} == {
+        ("api", 303), ("storage", 200)}
+    for seen in dataverse.seen:
+        assert seen.headers["User-Agent"] == USER_AGENT
+        assert seen.headers["Accept-Encoding"] == "identity"
+    manifest = read_manifest(tmp_path / MANIFEST)
+    assert (manifest["record"], manifest["version"]) == (dataverse.doi, "1.0")
+    entry = next(e for e in manifest["files"] if e["label"] == ZIP2)
+    assert (entry["id"], entry["size"]) == (11, 30_000)
+    assert entry["checksum"] == {"type": "SHA-256", "value": hashlib.sha256(
+        dataverse.file(ZIP2).data).hexdigest()}
+    sources = json.loads(write_provenance(tmp_path / "prov", "x", {}).read_text())["sources"]
+    assert (sources["dataverse"]["version"], sources["dataverse"]["file"]) == ("1.0", META)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*CORE_FILES, MANIFEST, "prov"])
 
 
-def test_dropped_connection_resumes_with_range(dataverse, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "_CHUNK", 16_384)  # so bytes before the cut reach disk
-    label = "HAM10000_images_part_1.zip"
-    dataverse.cut_first_after[dataverse.by_label(label).id] = 100_000
-    dataverse.out_dir = tmp_path
+def test_a_new_version_is_refused_until_the_config_asks_for_it(dataverse, tmp_path):
+    fetch(dataverse, tmp_path, version="latest")  # pins 1.0, the latest then
+    new = second_version(dataverse)
+    dataverse.reset_counts()
 
-    fetch(dataverse, tmp_path)
+    # Later runs (here: the external set enabled) keep to the pinned version.
+    fetch(dataverse, tmp_path, version="latest", external_test=True)
 
-    assert (tmp_path / label).read_bytes() == dataverse.by_label(label).data
-    first, second = dataverse.requests_for(label)
-    assert first.range is None
-    assert 0 < second.part_size <= 100_000
-    assert second.range == f"bytes={second.part_size}-"
+    assert read_manifest(tmp_path / MANIFEST)["version"] == "1.0"
+    assert (tmp_path / ZIP1).read_bytes() == dataverse.file(ZIP1, "1.0").data
+    assert set(dataverse.served) == {"ISIC2018_Task3_Test_Images.zip",
+                                     "ISIC2018_Task3_Test_GroundTruth.tab"}
+    dataverse.reset_counts()
 
+    fetch(dataverse, tmp_path, version="2.0", external_test=True)
 
-def test_existing_part_is_resumed_from_its_size(dataverse, tmp_path):
-    label = "HAM10000_images_part_2.zip"
-    data = dataverse.by_label(label).data
-    (tmp_path / f"{label}.part").write_bytes(data[:50_000])
-
-    dataverse.out_dir = tmp_path
-
-    fetch(dataverse, tmp_path)
-
-    assert (tmp_path / label).read_bytes() == data
-    assert [(s.range, s.part_size) for s in dataverse.requests_for(label)] == [
-        ("bytes=50000-", 50_000)]
-    assert not (tmp_path / f"{label}.part").exists()
+    assert read_manifest(tmp_path / MANIFEST)["version"] == "2.0"
+    assert (tmp_path / ZIP1).read_bytes() == new.data
+    assert dict(dataverse.served) == {ZIP1: len(new.data)}  # the one file that changed
 
 
-def test_server_ignoring_range_restarts_from_zero(dataverse, tmp_path):
-    label = "HAM10000_images_part_2.zip"
-    data = dataverse.by_label(label).data
-    (tmp_path / f"{label}.part").write_bytes(data[:50_000])
-    dataverse.ignore_range = True
+def test_a_file_that_fails_the_pinned_checksum_is_refused(dataverse, tmp_path):
+    dataverse.file(ZIP2).published_checksum = "0" * 64
 
-    fetch(dataverse, tmp_path)
-
-    assert (tmp_path / label).read_bytes() == data  # not the 50 kB prefix twice
-    assert [s.range for s in dataverse.requests_for(label)] == ["bytes=50000-"]
-
-
-def test_complete_part_is_verified_without_a_request(dataverse, tmp_path):
-    label = "HAM10000_images_part_1.zip"
-    (tmp_path / f"{label}.part").write_bytes(dataverse.by_label(label).data)
-
-    fetch(dataverse, tmp_path)
-
-    assert dataverse.requests_for(label) == []
-    assert (tmp_path / label).read_bytes() == dataverse.by_label(label).data
-
-
-def test_complete_part_of_unknown_size_ends_on_416(dataverse, tmp_path):
-    label = "HAM10000_images_part_1.zip"
-    file = dataverse.by_label(label)
-    file.publish_size = False
-    (tmp_path / f"{label}.part").write_bytes(file.data)
-
-    fetch(dataverse, tmp_path)
-
-    assert [s.range for s in dataverse.requests_for(label)] == [f"bytes={len(file.data)}-"]
-    assert (tmp_path / label).read_bytes() == file.data
-
-
-def test_checksum_mismatch_raises_and_keeps_nothing(dataverse, tmp_path):
-    label = "HAM10000_images_part_2.zip"
-    dataverse.by_label(label).published_checksum = "0" * 64
-
-    with pytest.raises(DownloadError, match=label) as err:
+    with pytest.raises(DownloadError, match=ZIP2) as err:
         fetch(dataverse, tmp_path)
 
-    assert "0" * 64 in str(err.value)
-    assert hashlib.sha256(dataverse.by_label(label).data).hexdigest() in str(err.value)
-    assert not (tmp_path / label).exists()
-    assert not (tmp_path / f"{label}.part").exists()
+    assert "0" * 64 in str(err.value) and "refused" in str(err.value)
+    assert hashlib.sha256(dataverse.file(ZIP2).data).hexdigest() in str(err.value)
+    assert not (tmp_path / ZIP2).exists()
+    assert not list(tmp_path.glob("*.part*"))
 
 
-def test_unreachable_host_points_to_local_source(tmp_path, monkeypatch):
+def test_a_part_of_another_file_version_is_never_resumed(dataverse, tmp_path):
+    fetch(dataverse, tmp_path)
+    (tmp_path / ZIP1).unlink()
+    old = dataverse.file(ZIP1, "1.0").data
+    download.write_json({"file_id": 10, "size": len(old), "checksum_type": "MD5",
+                         "checksum": hashlib.md5(old).hexdigest()},
+                        tmp_path / f"{ZIP1}.part.json")
+    (tmp_path / f"{ZIP1}.part").write_bytes(old[:20_000])  # a killed 1.0 download
+    new = second_version(dataverse)
+    dataverse.reset_counts()
+
+    fetch(dataverse, tmp_path, version="2.0")
+
+    assert (tmp_path / ZIP1).read_bytes() == new.data
+    assert [s.headers.get("Range") for s in dataverse.requests_for(ZIP1)] == [None, None]
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_a_part_of_unknown_origin_is_not_resumed(dataverse, tmp_path):
+    (tmp_path / f"{ZIP2}.part").write_bytes(b"x" * 10_000)  # no record of what it is
+
+    fetch(dataverse, tmp_path)
+
+    assert (tmp_path / ZIP2).read_bytes() == dataverse.file(ZIP2).data
+    assert dataverse.served[ZIP2] == 30_000
+
+
+def test_a_kill_keeps_what_arrived_and_the_rerun_fetches_only_the_rest(dataverse, tmp_path):
+    """Under 1 MiB arrived when the process was killed: it is on disk, and resuming serves
+    exactly the missing bytes of that file, nothing of the finished one."""
+    big = StoredFile(11, ZIP2, os.urandom(600_000), "SHA-256")
+    dataverse.versions["1.0"][1] = big
+    dataverse.fail(ZIP2, Fault(rate=400_000))
+    code = ("import sys; from dermflow.data.download import download_ham10000; "
+            "download_ham10000(sys.argv[1], base_url=sys.argv[2], version='1.0')")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path), dataverse.url], env=env,
+                          stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 30
+        while dataverse.served[ZIP2] < 200_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    kept = (tmp_path / f"{ZIP2}.part").stat().st_size
+    assert 0 < kept < len(big.data)
+    assert (tmp_path / ZIP1).is_file()
+    dataverse.reset_counts()
+
+    fetch(dataverse, tmp_path)
+
+    assert (tmp_path / ZIP2).read_bytes() == big.data
+    assert dataverse.served[ZIP2] == len(big.data) - kept
+    assert dataverse.requests_for(ZIP2)[-1].headers["Range"] == f"bytes={kept}-"
+    assert dataverse.served[ZIP1] == 0
+
+
+def test_drops_after_progress_resume_at_once_and_cost_no_retry(dataverse, tmp_path):
+    dataverse.fail(ZIP1, *[Fault(cut_after=10_000)] * 3)
+
+    fetch(dataverse, tmp_path, retries=0)
+
+    assert (tmp_path / ZIP1).read_bytes() == dataverse.file(ZIP1).data
+    ranges = [s.headers.get("Range") for s in dataverse.requests_for(ZIP1)
+              if s.host == "storage"]
+    assert ranges[0] is None and len(ranges) == 4
+    assert all(r.startswith("bytes=") and r != "bytes=0-" for r in ranges[1:])
+
+
+def test_retries_without_progress_are_bounded(dataverse, tmp_path):
+    dataverse.fail(ZIP1, *[Fault(cut_after=0)] * 10)
+
+    with pytest.raises(DownloadError, match=f"{ZIP1}.*3 tries"):
+        fetch(dataverse, tmp_path, retries=2)
+
+    assert len([s for s in dataverse.requests_for(ZIP1) if s.host == "storage"]) == 3
+    assert not (tmp_path / ZIP1).exists()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(dataverse, tmp_path, status):
+    dataverse.fail(ZIP2, Fault(status=status, headers={"Retry-After": "1"},
+                               body={"status": "ERROR", "message": "slow down"}))
+    start = time.monotonic()
+
+    fetch(dataverse, tmp_path)
+
+    assert time.monotonic() - start >= 1.0
+    assert (tmp_path / ZIP2).read_bytes() == dataverse.file(ZIP2).data
+
+
+def test_a_stalled_read_times_out_and_resumes(dataverse, tmp_path):
+    dataverse.fail(ZIP1, Fault(stall_after=20_000, stall_s=10.0))
+    start = time.monotonic()
+
+    fetch(dataverse, tmp_path, timeout=0.5, retries=0)
+
+    assert time.monotonic() - start < 8.0
+    assert (tmp_path / ZIP1).read_bytes() == dataverse.file(ZIP1).data
+    second = [s for s in dataverse.requests_for(ZIP1) if s.host == "storage"][1]
+    assert int(second.headers["Range"].removeprefix("bytes=").rstrip("-")) >= 20_000
+
+
+def test_a_server_ignoring_range_restarts_from_zero(dataverse, tmp_path):
+    dataverse.fail(ZIP2, Fault(cut_after=12_000))
+    dataverse.honour_range = False
+
+    fetch(dataverse, tmp_path)
+
+    assert (tmp_path / ZIP2).read_bytes() == dataverse.file(ZIP2).data  # no prefix twice
+
+
+def test_a_whole_part_of_unknown_size_ends_on_416(dataverse, tmp_path):
+    file = dataverse.file(ZIP1)
+    file.publish_size = False
+    fetch(dataverse, tmp_path)  # its manifest entry has no size
+    (tmp_path / ZIP1).rename(tmp_path / f"{ZIP1}.part")  # as if killed after the last byte
+    download.write_json({"file_id": 10, "size": None, "checksum_type": "MD5",
+                         "checksum": hashlib.md5(file.data).hexdigest()},
+                        tmp_path / f"{ZIP1}.part.json")
+    dataverse.reset_counts()
+
+    fetch(dataverse, tmp_path)
+
+    storage = [s for s in dataverse.requests_for(ZIP1) if s.host == "storage"]
+    assert [(s.headers["Range"], s.status) for s in storage] == [("bytes=40000-", 416)]
+    assert (tmp_path / ZIP1).read_bytes() == file.data
+
+
+GUESTBOOK = "You may not download this file without the required Guestbook response."
+
+
+@pytest.mark.parametrize(("fault", "said", "hint"), [
+    (Fault(status=400, body={"status": "ERROR", "message": GUESTBOOK}), GUESTBOOK,
+     "guestbook response or terms of use"),
+    (Fault(status=403, body="<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>"),
+     "403 Forbidden Request blocked.", "firewall"),
+    (Fault(status=401, body={"status": "ERROR", "message": "Not authorized to access this "
+                             "object via this API endpoint."}), "Not authorized", "restricted"),
+    (Fault(status=500, body={"status": "ERROR", "message": "Internal server error"}),
+     "Internal server error", "run again later"),
+])
+def test_each_http_error_shows_the_server_message_and_a_fitting_hint(dataverse, tmp_path,
+                                                                      fault, said, hint):
+    dataverse.fail(ZIP1, *[fault] * 3)
+
+    with pytest.raises(DownloadError) as err:
+        fetch(dataverse, tmp_path, retries=1)
+
+    message = str(err.value)
+    assert ZIP1 in message and f"HTTP {fault.status}" in message
+    assert said in message and hint in message
+    if fault.status == 403:
+        assert USER_AGENT in message  # what the firewall was shown
+
+
+def test_an_unknown_version_says_so(dataverse, tmp_path):
+    with pytest.raises(DownloadError, match="Dataset version 9.9 of dataset 1 not found") as err:
+        fetch(dataverse, tmp_path, version="9.9")
+    assert "dataset.version" in str(err.value)
+
+
+def test_an_unreachable_host_points_to_local_files_and_the_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
     with socket.socket() as sock:  # a port that was free a moment ago and now refuses
         sock.bind(("127.0.0.1", 0))
@@ -288,47 +291,86 @@ def test_unreachable_host_points_to_local_source(tmp_path, monkeypatch):
                           retries=1)
 
     message = str(err.value)
-    assert "could not reach" in message
-    assert "dataset.source: local" in message
-    assert "HAM10000_metadata.csv" in message
+    assert "could not reach" in message and "dataset.source: local" in message
+    assert "--profile profiles/demo" in message and META in message
 
 
-def test_retries_are_bounded(dataverse, tmp_path):
-    label = "HAM10000_images_part_1.zip"
-    dataverse.cut_always_after[dataverse.by_label(label).id] = 1_000
+def test_a_file_missing_from_the_version_is_named(dataverse, tmp_path):
+    dataverse.versions["1.0"] = [f for f in dataverse.versions["1.0"] if f.label != ZIP2]
 
-    with pytest.raises(DownloadError, match=label):
-        fetch(dataverse, tmp_path, retries=2)
-
-    assert len(dataverse.requests_for(label)) == 3
-    assert not (tmp_path / label).exists()
-
-
-def test_external_test_files_only_when_asked(dataverse, tmp_path):
-    fetch(dataverse, tmp_path / "plain")
-    assert not any((tmp_path / "plain" / name).exists() for name in EXTERNAL_TEST_FILES)
-    assert dataverse.requests_for("ISIC2018_Task3_Test_Images.zip") == []
-
-    paths = fetch(dataverse, tmp_path / "ext", external_test=True)
-
-    assert [p.name for p in paths] == list(CORE_FILES + EXTERNAL_TEST_FILES)
-    images = dataverse.by_label("ISIC2018_Task3_Test_Images.zip").data
-    truth = dataverse.by_label("ISIC2018_Task3_Test_GroundTruth.tab").data
-    assert (tmp_path / "ext" / "ISIC2018_Task3_Test_Images.zip").read_bytes() == images
-    assert (tmp_path / "ext" / "ISIC2018_Task3_Test_GroundTruth.csv").read_bytes() == truth
-
-
-def test_complete_file_is_not_fetched_again(dataverse, tmp_path):
-    fetch(dataverse, tmp_path)
-    dataverse.seen.clear()
-
-    fetch(dataverse, tmp_path)
-
-    assert [s.file_id for s in dataverse.seen] == [None]  # only the listing
-
-
-def test_file_missing_from_record_is_named(dataverse, tmp_path):
-    del dataverse.files[dataverse.by_label("HAM10000_images_part_2.zip").id]
-
-    with pytest.raises(DownloadError, match="HAM10000_images_part_2.zip"):
+    with pytest.raises(DownloadError, match=f"{ZIP2} is not in version 1.0"):
         fetch(dataverse, tmp_path)
+
+
+def test_metadata_named_tab_is_downloaded_verified_and_read(dataverse, tmp_path):
+    fetch(dataverse, tmp_path, metadata=META_TAB)
+
+    assert (tmp_path / META_TAB).read_bytes() == dataverse.file(META_TAB).data
+    assert not (tmp_path / META).exists()
+    assert len(read_metadata(tmp_path / META_TAB)) == 3
+
+
+def test_the_records_archival_tab_metadata_reads_as_its_csv(dataverse, tmp_path):
+    """dataset.source: local with the record's tab-separated, quoted .tab."""
+    csv_bytes = dataverse.file(META_TAB).data
+    (tmp_path / META).write_bytes(csv_bytes)
+    (tmp_path / META_TAB).write_bytes(tab_copy(csv_bytes))
+    assert b'"lower, extremity"' in tab_copy(csv_bytes) and b"\t" in tab_copy(csv_bytes)
+
+    pd.testing.assert_frame_equal(read_metadata(tmp_path / META_TAB),
+                                  read_metadata(tmp_path / META))
+
+
+def test_a_complete_file_is_verified_not_fetched(dataverse, tmp_path):
+    fetch(dataverse, tmp_path)
+    dataverse.reset_counts()
+
+    download_file(tmp_path / ZIP2, tmp_path / MANIFEST)
+
+    assert dataverse.seen == []
+
+
+@pytest.mark.workflow
+def test_download_rules_keep_every_finished_file(dataverse, tmp_path):
+    """The workflow's download rules: a failed file fails alone; enabling the external set
+    later serves only its files and the missing rest of the failed one; editing dermflow's
+    code, the download module included, plans nothing but a newly named .tab metadata."""
+    work = copy_workflow(tmp_path / "wf")
+    (work / "over.yaml").write_text(yaml.safe_dump({"dataset": {
+        "source": "download", "path": "raw", "dataverse_url": dataverse.url,
+        "version": "1.0", "external_test": False}}))
+    args = ("--cores", "2", "--until", "download_file", "--configfile",
+            "profiles/demo/demo.yaml", "over.yaml")
+    dataverse.fail(ZIP2, Fault(cut_after=12_000), Fault(
+        status=403, body="<html><h1>403 Forbidden</h1>Request blocked by the firewall.</html>"))
+
+    first = snakemake(work, *args, "--keep-going", check=False)
+
+    assert first.returncode != 0
+    assert "Request blocked by the firewall." in first.stderr
+    assert {name: dataverse.served[name] for name in (ZIP1, META_TAB)} == {
+        ZIP1: 40_000, META_TAB: len(dataverse.file(META_TAB).data)}
+    kept = (work / "raw" / f"{ZIP2}.part").stat().st_size
+    assert kept == 12_000
+    dataverse.reset_counts()
+
+    over = yaml.safe_load((work / "over.yaml").read_text())
+    over["dataset"]["external_test"] = True
+    (work / "over.yaml").write_text(yaml.safe_dump(over))
+    snakemake(work, *args)
+
+    assert dict(dataverse.served) == {
+        ZIP2: 30_000 - kept, "ISIC2018_Task3_Test_Images.zip": 20_000,
+        "ISIC2018_Task3_Test_GroundTruth.tab": len(
+            dataverse.file("ISIC2018_Task3_Test_GroundTruth.tab").data)}
+    for name in (*CORE_FILES, *EXTERNAL_TEST_FILES):
+        assert (work / "raw" / name).is_file()
+
+    # Library code edited (the download module too) and the metadata named as the record
+    # names it: only that file is planned.
+    for module in ("errors.py", "data/download.py"):
+        with open(work / "src/dermflow" / module, "a") as fh:
+            fh.write("\n# edited\n")
+    over["dataset"]["metadata"] = META_TAB
+    (work / "over.yaml").write_text(yaml.safe_dump(over))
+    assert planned_jobs(work, *args[2:]) == {"download_file": 1}

@@ -13,6 +13,9 @@ from typing import Any
 
 from dermflow.atomic import write_json
 
+# What this process read that its config does not pin (record_source), for its provenance.
+_SOURCES: dict[str, Any] = {}
+
 PACKAGES = (
     "dermflow", "snakemake", "torch", "torchvision", "timm", "numpy", "pandas",
     "scikit-learn", "opencv-python-headless", "torch-fidelity", "lpips",
@@ -63,6 +66,12 @@ def device_description() -> str:
     return f"cpu: {cpu_name()} ({os.cpu_count()} cores)"
 
 
+def record_source(key: str, value: Any) -> None:
+    """Name a source this stage read (a data record's resolved version, a file's checksum)
+    in the provenance it writes: the config says what was asked for, this what was had."""
+    _SOURCES[key] = value
+
+
 def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[str, Any]) -> Path:
     """Write ``folder/provenance.json`` for ``stage``."""
     path = Path(folder) / "provenance.json"
@@ -75,5 +84,6 @@ def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[st
         "git_commit": git_commit(),
         "device": device_description(),
         "host": platform.node(),
+        **({"sources": dict(_SOURCES)} if _SOURCES else {}),
     }, path)
     return path

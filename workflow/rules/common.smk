@@ -1,4 +1,5 @@
 # Config validation and helpers shared by every rule file.
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ if _gpu_note:
 
 from dermflow.codehash import code_hash
 from dermflow.config import validate_config
+from dermflow.data.download import (
+    EXTERNAL_TEST_FILES,
+    IMAGE_ZIPS,
+    MANIFEST,
+    wanted_files,
+)
 from dermflow.data.validate import image_sources, raw_fingerprint
 from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
@@ -44,15 +51,14 @@ RAW = DATASET["demo"]["path"] if SOURCE == "demo" else DATASET["path"]
 ENV = "../../envs/dermflow.yaml"
 CACHE = f"results/cache/images_{config['image_size']}.npy"
 CACHE_INDEX = f"results/cache/index_{config['image_size']}.csv"
-DOWNLOAD_ZIPS = ["HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip"]
-EXTERNAL_FILES = [
-    "ISIC2018_Task3_Test_Images.zip",
-    "ISIC2018_Task3_Test_GroundTruth.csv",
-]
+DOWNLOAD_ZIPS = list(IMAGE_ZIPS)
+EXTERNAL_FILES = list(EXTERNAL_TEST_FILES)
+# Every file download_file may fetch (one job each), whether or not this run needs it.
+DOWNLOADABLE = wanted_files(DATASET["metadata"], external_test=True)
 
 
 def raw_metadata():
-    """The metadata CSV of the chosen source."""
+    """The metadata table (CSV or Dataverse's .tab) of the chosen source."""
     name = "HAM10000_metadata.csv" if SOURCE == "demo" else DATASET["metadata"]
     return f"{RAW}/{name}"
 

@@ -2,26 +2,42 @@
 
 if SOURCE == "download":
 
-    rule download_ham10000:
+    # The pinned version of the record: file ids, sizes, checksums. Refetched only when
+    # the record, server or version asked for changes (update: a failed refresh keeps it).
+    rule download_manifest:
         output:
-            metadata=f"{RAW}/HAM10000_metadata.csv",
-            images=[f"{RAW}/{name}" for name in DOWNLOAD_ZIPS],
-            external=[f"{RAW}/{name}" for name in EXTERNAL_FILES]
-            if DATASET["external_test"]
-            else [],
+            manifest=update(f"{RAW}/{MANIFEST}"),
         params:
             url=DATASET["dataverse_url"],
             doi=DATASET["doi"],
-            external_test=DATASET["external_test"],
-            code=code_hash("dermflow.data.download"),
+            version=DATASET["version"],
         log:
-            "logs/download_ham10000.log",
+            "logs/download_manifest.log",
         benchmark:
-            "results/benchmarks/download_ham10000.tsv"
+            "results/benchmarks/download_manifest.tsv"
         conda:
             ENV
         script:
-            "../scripts/download_ham10000.py"
+            "../scripts/download_manifest.py"
+
+    # One job per file, its checksum the only thing that defines it: no code hash, and an
+    # output Snakemake does not delete before a rerun, so a finished, verified file is
+    # kept whatever the config adds or the library changes (a rerun verifies, then keeps).
+    rule download_file:
+        input:
+            manifest=f"{RAW}/{MANIFEST}",
+        output:
+            file=update(f"{RAW}/{{name}}"),
+        wildcard_constraints:
+            name="|".join(re.escape(name) for name in DOWNLOADABLE),
+        log:
+            "logs/download_file/{name}.log",
+        benchmark:
+            "results/benchmarks/download_file/{name}.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/download_file.py"
 
 
 if SOURCE == "demo":

@@ -190,13 +190,18 @@ def check_image(ref: str, min_side: int = MIN_SIDE) -> ImageCheck:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The metadata table, ``dx`` normalised; DatasetError names the file and any missing column.
+    """The metadata table (comma- or tab-separated, whatever its suffix), ``dx`` normalised;
+    DatasetError names the file and any missing column.
 
     ``dx`` values differing from a class name only in case or surrounding spaces
     (``MEL``, ``mel  ``) are taken as that class, and the log says so.
     """
     try:
-        meta = pd.read_csv(path, dtype={"lesion_id": str, "image_id": str, "dx": str})
+        with open(path, encoding="utf-8-sig") as fh:
+            header = fh.readline()
+        # By content, not suffix: Dataverse's archival .tab is tab-separated and quoted.
+        meta = pd.read_csv(path, sep="\t" if "\t" in header else ",", encoding="utf-8-sig",
+                           dtype={"lesion_id": str, "image_id": str, "dx": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetError(f"cannot read metadata {path}: {err}") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
