@@ -115,11 +115,17 @@ def test_quality_report(demo_run):
     nearest = pd.read_csv(demo_run / "results/synthetic/nearest.csv")
     assert list(nearest["synthetic_id"]) == list(manifest["synthetic_id"])
     assert 0 <= report["memorisation"]["near_copy_fraction"] <= 1
-    if (SHARED_WEIGHTS / ALEXNET_FILE).is_file():
-        lp = report["lpips"]
+    lp = report["lpips"]
+    assert lp["available"] or not (SHARED_WEIGHTS / ALEXNET_FILE).is_file()
+    if lp["available"]:
         assert 0 < lp["diversity"] < 1 and 0 < lp["to_source"] < 1
         assert all(0 < lp["per_class"][dx]["real_diversity"] < 1 for dx in CLASSES)
-    assert report["gate"]["on_fail"] == "warn" and isinstance(report["gate"]["passed"], bool)
+    else:  # no weights: the same entry, every figure None, and why
+        assert lp["reason"] and lp["to_source"] is None and set(lp["per_class"]) == set(CLASSES)
+    gate = report["gate"]
+    assert gate["on_fail"] == "warn" and gate["status"] in {"passed", "failed", "incomplete"}
+    assert gate["passed"] == (gate["status"] == "passed")
+    assert all(c["ran"] or c["reason"] for c in gate["checks"])
     assert "| baseline |" in (demo_run / "results/synthetic/quality.md").read_text()
 
 
@@ -167,7 +173,8 @@ def test_warned_gate_continues_and_says_why(demo_run, tmp_path):
               "quality={on_fail: warn, inception: true, thresholds: {fid_baseline_max: 0.001}}",
               "--", "results/synthetic/split.csv")
     report = json.loads((run / "results/synthetic/quality.json").read_text())
-    assert report["gate"]["passed"] is False and report["gate"]["failed"] == ["fid_baseline_max"]
+    assert report["gate"]["status"] == "failed" and report["gate"]["passed"] is False
+    assert report["gate"]["failed"][0] == "fid_baseline_max"  # near copies may fail beside it
     assert report["spaces"]["inception"]["available"] is False
     assert "quality.on_fail: warn, continuing" in (run / "logs/check_synthetic.log").read_text()
     assert (run / "results/synthetic/split.csv").is_file()

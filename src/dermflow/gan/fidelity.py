@@ -140,12 +140,13 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
                  - 2 * cross.sum() / math.sqrt(dof_a * dof_b))
 
 
-def distribution_metrics(synthetic: torch.Tensor, real: torch.Tensor, *,
-                         seed: int) -> dict[str, float]:
-    """FID, KID (mean, std) and precision/recall/F between synthetic and real features."""
+def distribution_metrics(synthetic: torch.Tensor, real: torch.Tensor, *, seed: int,
+                         kid_subsets: int = 100) -> dict[str, float]:
+    """FID, KID (mean, std over ``kid_subsets`` subsets of up to 1000 images: torch-fidelity's
+    default 100, fewer where only a scale is wanted) and precision/recall/F."""
     subset = min(1000, len(synthetic), len(real))
-    kid = kid_features_to_metric(synthetic, real, kid_subset_size=subset, rng_seed=seed,
-                                 verbose=False)
+    kid = kid_features_to_metric(synthetic, real, kid_subset_size=subset, kid_subsets=kid_subsets,
+                                 rng_seed=seed, verbose=False)
     prc = prc_features_to_metric(synthetic, real, prc_neighborhood=NEIGHBOURHOOD, verbose=False)
     return {"fid": frechet_distance(synthetic, real),
             "kid_mean": kid["kernel_inception_distance_mean"],

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import lpips
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -62,11 +63,25 @@ def lpips_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lpips_distance(metric: lpips.LPIPS, a: torch.Tensor, b: torch.Tensor,
-                   batch_size: int = 64) -> torch.Tensor:
-    """LPIPS between paired uint8 NHWC images, one value per pair (on the CPU)."""
+def lpips_distance(metric: lpips.LPIPS, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
+                   batch_size: int = 64, *, rows_a: np.ndarray | None = None,
+                   rows_b: np.ndarray | None = None) -> torch.Tensor:
+    """LPIPS between paired uint8 NHWC images ``a[rows_a[k]]`` and ``b[rows_b[k]]`` (every row
+    when None), one value per pair (on the CPU).
+
+    Pairs are gathered one batch at a time, so a whole synthetic set and its sources are never
+    copied at once (at the paper's size that copy alone was 3 GB).
+    """
     device = next(metric.parameters()).device
-    out = [metric(lpips_input(a[i:i + batch_size].to(device)),
-                  lpips_input(b[i:i + batch_size].to(device))).flatten().float().cpu()
-           for i in range(0, len(a), batch_size)]
+    rows_a = np.arange(len(a)) if rows_a is None else np.asarray(rows_a)
+    rows_b = np.arange(len(b)) if rows_b is None else np.asarray(rows_b)
+    if len(rows_a) != len(rows_b):
+        raise ValueError(f"LPIPS pairs {len(rows_a)} images with {len(rows_b)}")
+
+    def batch(images: np.ndarray | torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return lpips_input(torch.as_tensor(np.asarray(images[rows])).to(device))
+
+    out = [metric(batch(a, rows_a[i:i + batch_size]),
+                  batch(b, rows_b[i:i + batch_size])).flatten().float().cpu()
+           for i in range(0, len(rows_a), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
