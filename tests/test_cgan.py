@@ -130,7 +130,7 @@ def test_killed_run_resumes_to_the_same_generator(tmp_path):
     checkpoint = tmp_path / "last.pt"
     with pytest.raises(Killed):  # 5 steps per epoch: killed in the middle of epoch 2
         fit_gan(DiesAfter(*networks(), cfg, steps=7), data, attention, pool, cfg, checkpoint)
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     resumed = CganStep(*networks(seed=9), cfg)  # other initial weights: all state must come back
     assert list(fit_gan(resumed, data, attention, pool, cfg, checkpoint)["epoch"]) == [1, 2, 3]
     for a, b in zip(straight.g.state_dict().values(), resumed.g.state_dict().values(),

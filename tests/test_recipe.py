@@ -180,7 +180,7 @@ def test_the_loop_validates_and_keeps_the_moving_average(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, ema=0.9)
     result = fit(model, data, np.arange(98), np.arange(98, 140), cfg,
                  checkpoint=tmp_path / "last.pt")
-    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
     for key, value in saved["ema"]["model"].items():
         torch.testing.assert_close(result.state[key], value, rtol=0, atol=0)
     assert saved["ema"]["updates"] == steps_per_epoch(98, 16)

@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch, cfg):
     monkeypatch.setattr(train, "scores", dying_scores)
     with pytest.raises(KeyboardInterrupt):
         fit(model, data, tr, va, cfg, checkpoint=checkpoint)
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
     monkeypatch.setattr(train, "scores", real_scores)
     model, data, tr, va = setup(seed=99)  # a different init: everything must come from the file
     resumed = fit(model, data, tr, va, cfg, checkpoint=checkpoint)

@@ -20,7 +20,7 @@ def test_baseline_beats_chance_on_test_split(demo_run):
     history = pd.read_csv(demo_run / "results/baseline/history.csv")
     assert len(history) >= 1 and history["images_per_s"].gt(0).all()
     assert metrics["best_epoch"] == int(history["val_macro_f1"].idxmax()) + 1
-    saved = torch.load(demo_run / "results/baseline/model.pt", weights_only=False)
+    saved = torch.load(demo_run / "results/baseline/model.pt", weights_only=True)
     assert saved["architecture"] == "resnetv2_50" and saved["settings"]["pretrained"] is False
     assert not (demo_run / "results/checkpoints/train_baseline/last.pt").exists()
 

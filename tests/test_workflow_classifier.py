@@ -88,7 +88,7 @@ def test_each_model_trains_with_its_papers_recipe(demo_run):
     fusion = configs["cgan_resnet50v2_deit"]
     assert fusion["augmentation"] == "dermoscopy" and fusion["monitor"] == "val_macro_f1"
     model = torch.load(demo_run / "results/experiments/none_cnn_densenet121/model.pt",
-                       map_location="cpu", weights_only=False)
+                       map_location="cpu", weights_only=True)
     assert model["settings"]["frozen_layers"] == 55 and model["settings"]["schedule"] == "single"
 
 
@@ -219,7 +219,7 @@ def test_killed_training_resumes_to_the_same_model(demo_run, tmp_path):
     snakemake(workdir, "--unlock")
     snakemake(workdir, "--profile", "profiles/demo", model, "--rerun-incomplete")
     assert "resuming from" in (workdir / f"logs/train_classifier_{name}.log").read_text()
-    ours = torch.load(workdir / model, weights_only=False)["state_dict"]
-    reference = torch.load(demo_run / model, weights_only=False)["state_dict"]
+    ours = torch.load(workdir / model, weights_only=True)["state_dict"]
+    reference = torch.load(demo_run / model, weights_only=True)["state_dict"]
     for key, value in reference.items():
         torch.testing.assert_close(ours[key], value, rtol=0, atol=0)

@@ -23,3 +23,17 @@ class DiskFullError(DermflowError):
 
 class FileAccessError(DermflowError):
     """A file or folder cannot be written or read: permissions, or a read-only file system."""
+
+
+class DamagedFileError(DermflowError):
+    """A file a stage reads back is truncated, foreign or carries code; ``remedy`` says how
+    to get a good one (usually ``rebuild(rule)``)."""
+
+    def __init__(self, path: object, problem: str, remedy: str) -> None:
+        super().__init__(f"{path}: {problem}; {remedy}")
+        self.path = path
+
+
+def rebuild(rule: str) -> str:
+    """The remedy for a damaged output of ``rule``: Snakemake reruns it and what follows."""
+    return f"rebuild it with `snakemake --forcerun {rule}`"

@@ -20,11 +20,13 @@ from tqdm import tqdm
 
 from dermflow.atomic import atomic_memmap, write_csv
 from dermflow.data.images import read_rgb
-from dermflow.errors import DatasetError
+from dermflow.errors import DamagedFileError, DatasetError, rebuild
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ("row", "image_id", "lesion_id", "dx", "label")
+# the rules that write the arrays a dataset table points into, besides the cache
+EXTRA_ARRAYS = {"synthetic": "generate_synthetic", "augmented": "build_augmented_dataset"}
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -60,10 +62,29 @@ def build_cache(images: pd.DataFrame, size: int, out_npy: str | os.PathLike[str]
     return index
 
 
+def read_array(npy: str | os.PathLike[str], *, rule: str) -> np.ndarray:
+    """An image array ``rule`` wrote, memory-mapped read-only; DamagedFileError naming the
+    file and the rule that rebuilds it when it is truncated or not a .npy array (pickled
+    objects are never loaded)."""
+    try:
+        array = np.load(npy, mmap_mode="r")
+    except (ValueError, EOFError) as err:  # numpy's words for a short or foreign file
+        raise DamagedFileError(npy, f"truncated or not a .npy array ({err})", rebuild(rule)
+                               ) from err
+    if not isinstance(array, np.ndarray):  # a zip: np.load opens it as an .npz archive
+        array.close()
+        raise DamagedFileError(npy, "an .npz archive, not a .npy array", rebuild(rule))
+    return array
+
+
 def load_cache(npy: str | os.PathLike[str], index: str | os.PathLike[str],
                ) -> tuple[np.ndarray, pd.DataFrame]:
-    """The cache (memory-mapped, read-only) and its index."""
-    return np.load(npy, mmap_mode="r"), pd.read_csv(index)
+    """The cache (memory-mapped, read-only) and its index, row for row."""
+    images, table = read_array(npy, rule="cache_images"), pd.read_csv(index)
+    if len(images) != len(table):
+        raise DamagedFileError(npy, f"{len(images)} images, but its index {index} lists "
+                               f"{len(table)}", rebuild("cache_images"))
+    return images, table
 
 
 def cache_source(manifest: pd.DataFrame, hair: pd.DataFrame | None) -> pd.DataFrame:
@@ -95,11 +116,12 @@ def load_dataset(dataset_csv: str | os.PathLike[str], cache_npy: str | os.PathLi
                  ) -> tuple[np.ndarray, pd.DataFrame]:
     """All images of a dataset in one array (cache rows first) and its table with ``pos``."""
     table = pd.read_csv(dataset_csv)
-    cache = np.load(cache_npy, mmap_mode="r")
+    cache = read_array(cache_npy, rule="cache_images")
     arrays = [np.asarray(cache)]
     offset = {"cache": 0}
     if extra_npy is not None:
-        extra = np.load(extra_npy, mmap_mode="r")
+        kind = "augmented" if (table["array"] == "augmented").any() else "synthetic"
+        extra = read_array(extra_npy, rule=EXTRA_ARRAYS[kind])
         arrays.append(np.asarray(extra))
         offset.update({name: len(cache) for name in ("synthetic", "augmented")})
     unknown = set(table["array"]) - set(offset)

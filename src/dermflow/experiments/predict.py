@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from dermflow.atomic import write_csv
-from dermflow.data.cache import load_dataset
+from dermflow.data.cache import load_dataset, read_array
 from dermflow.data.preparation import differences, prepare, recipe
 from dermflow.errors import DermflowError
 from dermflow.experiments.datasets import labels_by_position
@@ -45,7 +45,7 @@ def predict_external(model: FreezableClassifier, meta: dict[str, Any], cache_npy
                      index_csv: str, *, device: torch.device, precision: str,
                      batch_size: int, tta: str = "none") -> pd.DataFrame:
     """Prediction rows (split ``external``) for the external test set's image cache."""
-    images = np.load(cache_npy, mmap_mode="r")
+    images = read_array(cache_npy, rule="prepare_external")
     index = pd.read_csv(index_csv)
     labels = task_labels(index["dx"].to_numpy(), meta["task"])
     data = ImageTensor(images, labels, device, meta["mean"], meta["std"])

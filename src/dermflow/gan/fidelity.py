@@ -46,7 +46,8 @@ class BaselineFeatures(FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise ValueError(f"{name} needs feature_extractor_weights_path: the baseline model")
-        model, meta = load_model(feature_extractor_weights_path, torch.device("cpu"))
+        model, meta = load_model(feature_extractor_weights_path, torch.device("cpu"),
+                                 rule="train_baseline")
         self.model, self.size = model.float(), int(meta["image_size"])
         self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1))

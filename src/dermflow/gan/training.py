@@ -25,15 +25,19 @@ import torch
 from dermflow.atomic import atomic_path, write_csv
 from dermflow.data.cache import load_split_cache
 from dermflow.data.split import training_pool
-from dermflow.errors import DatasetError
+from dermflow.errors import DamagedFileError, DatasetError, rebuild
 from dermflow.figures import plt, save
 from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
+from dermflow.torchfile import load_plain
 from dermflow.training.batches import ImageTensor, batches
-from dermflow.training.loop import fingerprint, save_checkpoint, seed_epoch
+from dermflow.training.loop import fingerprint, load_checkpoint, save_checkpoint, seed_epoch
 
 log = logging.getLogger(__name__)
+
+GENERATOR_KEYS = ("state_dict", "critic", "settings", "image_size")  # what load_networks reads
+
 
 def build_networks(settings: dict[str, Any], image_size: int,
                    ) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -79,7 +83,7 @@ def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | 
     history: list[dict[str, float]] = []
     start, run_id = 0, fingerprint(cfg)
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_checkpoint(checkpoint, device)
         if saved["fingerprint"] == run_id:
             step.load(saved["state"])
             history, start = saved["history"], saved["epoch"]
@@ -117,11 +121,21 @@ def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | 
 
 def load_networks(path: str | Path, device: torch.device,
                   ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
-    """The generator and critic written by train_gan, on ``device``, in eval mode."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    """The generator and critic written by train_gan, on ``device``, in eval mode
+    (tensors and plain data only: no code in the file runs)."""
+    remedy = rebuild("train_gan")
+    saved = load_plain(path, remedy=remedy)
+    missing = [key for key in GENERATOR_KEYS if key not in saved]
+    if missing:
+        raise DamagedFileError(path, f"not a dermflow generator file (it lacks "
+                               f"{', '.join(missing)})", remedy)
     generator, critic = build_networks(saved["settings"], saved["image_size"])
-    generator.load_state_dict(saved.pop("state_dict"))
-    critic.load_state_dict(saved.pop("critic"))
+    try:
+        generator.load_state_dict(saved.pop("state_dict"))
+        critic.load_state_dict(saved.pop("critic"))
+    except RuntimeError as err:  # missing, unexpected or misshapen weights
+        raise DamagedFileError(path, f"its weights do not fit the {saved['settings']['kind']} "
+                               "networks its settings describe", remedy) from err
     return generator.to(device).eval(), critic.to(device).eval(), saved
 
 

@@ -94,7 +94,7 @@ def extract_attention(model_path: str, cache_npy: str, index_csv: str, split_csv
                       precision: str, out_npy: str, out_index: str, out_figure: str) -> None:
     """SmoothGrad maps for the training pool, aligned row-for-row with the image cache."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    model, meta = load_model(model_path, device)
+    model, meta = load_model(model_path, device, rule="train_baseline")
     pool = np.flatnonzero(training_pool(index, protocol).to_numpy())
     data = ImageTensor(images, index["label"].to_numpy(), device, meta["mean"], meta["std"])
     log.info("SmoothGrad (%d samples, noise %.2f) for %d training-pool images on %s",

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dermflow.atomic import atomic_path
 from dermflow.evaluation.metrics import SELECTION, point
+from dermflow.torchfile import load_plain
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.distributed import in_process_group, rank_world
 from dermflow.training.ema import EMA
@@ -165,6 +166,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint save_checkpoint wrote (tensors and plain data only: no code runs);
+    DamagedFileError for any other file, whose cure is to train from the start."""
+    return load_plain(path, map_location=device,
+                      remedy="delete it and rerun: training then starts from epoch 1")
+
+
 def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: TrainConfig, checkpoint: Path | None = None,
         optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
@@ -196,7 +204,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     watched, watched_epoch = float("inf") if lower else -float("inf"), -1
     run_id = cfg.fingerprint()
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_checkpoint(checkpoint, device)
         if saved["fingerprint"] == run_id:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
