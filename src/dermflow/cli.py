@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -90,17 +91,28 @@ def _predict(args: argparse.Namespace) -> None:
         table.to_csv(sys.stdout, index=False, float_format="%.4f")
 
 
+DESCRIPTION = """\
+The stages of the dermflow pipeline, one at a time, outside Snakemake: make or
+fetch a dataset, validate it, split it, check a config, and predict new images
+with a trained classifier. Run 'dermflow COMMAND --help' for a command's
+arguments."""  # plain text: argparse prints it as written
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """All subcommands and their options."""
-    parser = argparse.ArgumentParser(prog="dermflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """All subcommands, their arguments and options, each with its help line."""
+    parser = argparse.ArgumentParser(prog="dermflow", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('dermflow')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check-config", help="validate config files (merged in order)")
-    p.add_argument("configs", nargs="+")
+    p.add_argument("configs", nargs="+", metavar="CONFIG",
+                   help="YAML config files, merged in order as Snakemake's --configfile merges "
+                        "them; the validated result is printed")
     p.set_defaults(func=_check_config)
 
     p = sub.add_parser("make-demo", help="write the embedded demo dataset")
-    p.add_argument("out")
+    p.add_argument("out", metavar="OUT", help="folder to write the images and metadata to")
     p.add_argument("--n-images", type=int, default=320)
     p.add_argument("--width", type=int, default=100)
     p.add_argument("--height", type=int, default=75)
@@ -108,22 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_make_demo)
 
     p = sub.add_parser("download", help="fetch HAM10000 from Harvard Dataverse")
-    p.add_argument("out")
+    p.add_argument("out", metavar="OUT", help="folder to download into")
     p.add_argument("--external-test", action="store_true",
                    help="also fetch the ISIC 2018 Task 3 test set")
     p.set_defaults(func=_download)
 
     p = sub.add_parser("validate", help="check a dataset folder, write manifest/quarantine")
-    p.add_argument("dataset")
-    p.add_argument("out")
+    p.add_argument("dataset", metavar="DATASET",
+                   help="folder holding the metadata CSV and the image zips or folders")
+    p.add_argument("out", metavar="OUT", help="folder for manifest.csv and quarantine.csv")
     p.add_argument("--metadata", default="HAM10000_metadata.csv")
     p.add_argument("--on-bad-input", choices=("fail", "quarantine"), default="fail")
     p.add_argument("--threads", type=int, default=4)
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("split", help="train/val/test split of a manifest")
-    p.add_argument("manifest")
-    p.add_argument("out")
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest.csv that validate wrote")
+    p.add_argument("out", metavar="OUT", help="folder for split.csv and summary.json")
     p.add_argument("--protocol", choices=("grouped", "paper"), default="grouped")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--train", type=float, default=0.7)
@@ -133,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="class probabilities of image files with a trained "
                                        "classifier (results/experiments/<name>/model.pt)")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+")
+    p.add_argument("model", metavar="MODEL",
+                   help="a classifier's model file, results/experiments/<name>/model.pt")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="JPEG or PNG files")
     p.add_argument("--config", nargs="+", help="the run's config file(s), merged in order: "
                    "checked against the preparation the model records (hair removal, size); "
                    "needed only for model files that record none")
@@ -147,14 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; expected failures print one line, not a traceback."""
+    """Entry point; expected failures print one line, not a traceback. A file named on the
+    command line that is missing or unreadable is one of them."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except DermflowError as err:
         print(f"dermflow: {err}", file=sys.stderr)
-        return 1
-    return 0
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        print(f"dermflow: cannot read {err.filename}: {err.strerror}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
