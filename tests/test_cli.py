@@ -1,14 +1,22 @@
-"""The ``dermflow`` command: readable help, its version, one-line errors."""
+"""The ``dermflow`` command: readable help, its version, one-line errors, and ``predict``
+checking each image as validation does, with a row for every file given."""
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 from test_io import write_classifier
 
 from dermflow.cli import build_parser, main
+from dermflow.data.validate import check_image
+from dermflow.labels import CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +64,43 @@ def test_truncated_model_file_is_one_line_with_the_rule_that_rebuilds_it(model, 
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"dermflow: {broken}: truncated")
     assert "`snakemake --forcerun train_classifier`" in err
+
+
+def write_images(folder: Path) -> dict[str, str]:
+    """Good images and the kinds validation sets aside: name -> path."""
+    rng = np.random.default_rng(0)
+    paths = {name: str(folder / f"{name}.jpg") for name in
+             ("good1", "tiny", "cmyk", "unreadable", "good2")}
+    for name in ("good1", "good2"):
+        cv2.imwrite(paths[name], rng.integers(0, 256, (45, 60, 3), dtype=np.uint8))
+    Image.new("RGB", (1, 1), (200, 120, 90)).save(paths["tiny"])
+    Image.new("CMYK", (60, 45), (0, 80, 120, 10)).save(paths["cmyk"])
+    Path(paths["unreadable"]).write_bytes(b"\xff\xd8 not really a JPEG")
+    paths["missing"] = str(folder / "missing.jpg")
+    return paths
+
+
+def test_predict_writes_a_row_per_image_and_fails_for_the_bad_ones(model, tmp_path, capsys):
+    paths = write_images(tmp_path)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(model), *paths.values(), "--out", str(out)]) == 1
+    table = pd.read_csv(out, keep_default_na=False).set_index("path")
+    assert list(table.index) == list(paths.values())  # every file, in the order given
+    probs = table[[f"prob_{dx}" for dx in CLASSES]]
+    for name, path in paths.items():
+        policy = check_image(path).problem  # validation's verdict decides predict's
+        if name.startswith("good"):
+            assert policy is None and table.at[path, "problem"] == ""
+            assert table.at[path, "pred"] in CLASSES
+            assert np.isclose(probs.loc[path].astype(float).sum(), 1, atol=1e-3)
+        else:
+            assert name == "tiny" or policy is not None, name
+            assert table.at[path, "problem"] == (policy or ""), name
+        if table.at[path, "problem"]:
+            assert table.at[path, "pred"] == "" and (probs.loc[path] == "").all()
+            assert table.at[path, "reason"]
+    assert table.at[paths["cmyk"], "problem"] == "colour_mode"
+    assert table.at[paths["unreadable"], "problem"] == "unreadable"
+    assert table.at[paths["missing"], "problem"] == "unreadable"
+    err = capsys.readouterr().err
+    assert re.search(r"dermflow: [34] of 6 image\(s\) not predicted", err)

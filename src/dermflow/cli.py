@@ -77,7 +77,7 @@ def _split(args: argparse.Namespace) -> None:
     print(json.dumps(summary["totals"]))
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _predict(args: argparse.Namespace) -> int:
     import torch
 
     from dermflow.experiments.predict import predict_files
@@ -89,6 +89,11 @@ def _predict(args: argparse.Namespace) -> None:
         write_csv(table, args.out)
     else:
         table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    bad = int((table["problem"] != "").sum())
+    if bad:
+        print(f"dermflow: {bad} of {len(table)} image(s) not predicted; their rows give the "
+              "problem and reason", file=sys.stderr)
+    return 1 if bad else 0
 
 
 DESCRIPTION = """\
@@ -149,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL",
                    help="a classifier's model file, results/experiments/<name>/model.pt")
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="JPEG or PNG files")
+                   help="JPEG or PNG files; one that validation would set aside gets a row "
+                        "naming its problem (and the exit status is 1)")
     p.add_argument("--config", nargs="+", help="the run's config file(s), merged in order: "
                    "checked against the preparation the model records (hair removal, size); "
                    "needed only for model files that record none")

@@ -16,7 +16,8 @@ import torch
 from dermflow.atomic import write_csv
 from dermflow.data.cache import load_dataset, read_array
 from dermflow.data.preparation import differences, prepare, recipe
-from dermflow.errors import DermflowError
+from dermflow.data.validate import check_image
+from dermflow.errors import DatasetError, DermflowError
 from dermflow.experiments.datasets import labels_by_position
 from dermflow.experiments.saliency import attention_maps, grad_cam, plot_saliency
 from dermflow.labels import task_labels
@@ -63,7 +64,13 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
     (the preparation recipe its file records, dermflow.data.preparation), with the model's
     own test-time augmentation unless ``tta`` names another. ``config``, a validated run
     config, must agree with that recipe; a model file too old to carry one is prepared as
-    ``config`` says."""
+    ``config`` says.
+
+    Each file is checked as validation checks the dataset's images
+    (dermflow.data.validate.check_image); one it would set aside, or that cannot be
+    prepared, gets a row with its ``problem`` and ``reason`` and no probabilities, so one
+    bad file costs only its own row.
+    """
     model, meta = load_model(model_path, device)
     tta = tta or model_tta(meta)
     prepared_as = meta.get("preparation")
@@ -77,13 +84,28 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
         raise DermflowError(f"--config disagrees with {model_path} on {'; '.join(wrong)}. The "
                             "model prepares its images as it was trained: drop --config, or "
                             "give the config of the run that trained it")
-    images = np.stack([prepare(str(path), prepared_as) for path in paths])
-    data = ImageTensor(images, np.zeros(len(images), np.int64), device, meta["mean"], meta["std"])
-    probs = predict(model, data, np.arange(len(images)), batch_size, precision, tta)
-    out = with_probabilities(pd.DataFrame({"path": [str(p) for p in paths]}), probs,
-                             meta["classes"])
-    out["pred"] = [meta["classes"][k] for k in out["pred"]]
-    return out
+    rows = pd.DataFrame({"path": [str(p) for p in paths], "problem": "", "reason": ""})
+    images = {}
+    for i, path in enumerate(rows["path"]):
+        check = check_image(path)
+        if check.problem is None:
+            try:
+                images[i] = prepare(path, prepared_as)
+            except DatasetError as err:  # OpenCV cannot decode what Pillow could
+                check = check._replace(problem="unreadable", reason=str(err))
+        if check.problem is not None:
+            rows.loc[i, ["problem", "reason"]] = check.problem, check.reason
+            log.warning("%s not predicted: %s", path, check.reason)
+    probs = np.full((len(rows), len(meta["classes"])), np.nan, np.float32)
+    if images:
+        good = np.fromiter(images, np.int64)
+        data = ImageTensor(np.stack(list(images.values())), np.zeros(len(good), np.int64),
+                           device, meta["mean"], meta["std"])
+        probs[good] = predict(model, data, np.arange(len(good)), batch_size, precision, tta)
+    out = with_probabilities(rows[["path"]], probs, meta["classes"])
+    out["pred"] = [meta["classes"][k] if ok else "" for k, ok in
+                   zip(out["pred"], rows["problem"] == "", strict=True)]
+    return out.assign(problem=rows["problem"], reason=rows["reason"])
 
 
 def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_npy: str | None,
