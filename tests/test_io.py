@@ -89,13 +89,25 @@ def test_crafted_model_file_runs_nothing(crafted):
     refuses(lambda: load_model(path, CPU), path, marker)
 
 
-def test_crafted_classifier_checkpoint_runs_nothing(crafted):
-    path, marker = crafted
+def fit_tiny(checkpoint: Path) -> None:
+    """One epoch of a 4-image run that resumes from ``checkpoint``."""
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 7))
     data = ImageTensor(np.zeros((4, 4, 4, 3), np.uint8), np.arange(4), CPU, (0.5,) * 3,
                        (0.5,) * 3)
-    refuses(lambda: fit(net, data, np.arange(2), np.arange(2, 4), TrainConfig(epochs=1),
-                        checkpoint=path), path, marker)
+    fit(net, data, np.arange(2), np.arange(2, 4), TrainConfig(epochs=1), checkpoint=checkpoint)
+
+
+def test_crafted_classifier_checkpoint_runs_nothing(crafted):
+    path, marker = crafted
+    refuses(lambda: fit_tiny(path), path, marker)
+
+
+def test_truncated_checkpoint_says_to_delete_it(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"fingerprint": "x", "epoch": 1}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DamagedFileError, match=r"last.pt: truncated.*; delete it and rerun"):
+        fit_tiny(path)
 
 
 def test_crafted_gan_checkpoint_and_generator_file_run_nothing(crafted):
