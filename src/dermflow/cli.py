@@ -14,6 +14,7 @@ import yaml
 
 from dermflow.atomic import write_csv, write_json
 from dermflow.errors import DermflowError
+from dermflow.stage import user_error
 
 
 def _merged_config(paths: Sequence[str]) -> dict:
@@ -167,16 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: OSError) -> str | None:
+    """What an OSError says in one line when the user can fix it (as in a stage, plus a
+    missing file named on the command line); None for a bug."""
+    known = user_error(err)
+    if known is not None:
+        return str(known)
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) and \
+            err.filename:
+        return f"cannot read {err.filename}: {err.strerror}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; expected failures print one line, not a traceback. A file named on the
-    command line that is missing or unreadable is one of them."""
+    """Entry point; expected failures print one line, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except DermflowError as err:
         print(f"dermflow: {err}", file=sys.stderr)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        print(f"dermflow: cannot read {err.filename}: {err.strerror}", file=sys.stderr)
+    except OSError as err:
+        line = _one_line(err)
+        if line is None:
+            raise
+        print(f"dermflow: {line}", file=sys.stderr)
     return 1
 
 
