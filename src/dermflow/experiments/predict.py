@@ -16,7 +16,7 @@ import torch
 from dermflow.atomic import write_csv
 from dermflow.data.cache import load_dataset, read_array
 from dermflow.data.preparation import differences, prepare, recipe
-from dermflow.data.validate import check_image
+from dermflow.data.validate import MIN_SIDE, check_image
 from dermflow.errors import DatasetError, DermflowError
 from dermflow.experiments.datasets import labels_by_position
 from dermflow.experiments.saliency import attention_maps, grad_cam, plot_saliency
@@ -67,9 +67,9 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
     ``config`` says.
 
     Each file is checked as validation checks the dataset's images
-    (dermflow.data.validate.check_image); one it would set aside, or that cannot be
-    prepared, gets a row with its ``problem`` and ``reason`` and no probabilities, so one
-    bad file costs only its own row.
+    (dermflow.data.validate.check_image, with ``config``'s validation.min_side, else the
+    default); one it would set aside, or that cannot be prepared, gets a row with its
+    ``problem`` and ``reason`` and no probabilities, so one bad file costs only its own row.
     """
     model, meta = load_model(model_path, device)
     tta = tta or model_tta(meta)
@@ -84,10 +84,11 @@ def predict_files(model_path: str | os.PathLike[str], paths: list[str], *,
         raise DermflowError(f"--config disagrees with {model_path} on {'; '.join(wrong)}. The "
                             "model prepares its images as it was trained: drop --config, or "
                             "give the config of the run that trained it")
+    min_side = config["validation"]["min_side"] if config is not None else MIN_SIDE
     rows = pd.DataFrame({"path": [str(p) for p in paths], "problem": "", "reason": ""})
     images = {}
     for i, path in enumerate(rows["path"]):
-        check = check_image(path)
+        check = check_image(path, min_side)
         if check.problem is None:
             try:
                 images[i] = prepare(path, prepared_as)
