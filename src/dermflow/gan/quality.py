@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from dermflow.atomic import atomic_path, write_csv, write_json
-from dermflow.data.cache import load_split_cache
+from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
 from dermflow.errors import DatasetError, DermflowError
 from dermflow.gan.fidelity import NEIGHBOURHOOD, distribution_metrics, extractor, features
@@ -339,7 +339,8 @@ def check_synthetic(baseline_model: str, cache_npy: str, index_csv: str, split_c
                     ) -> dict[str, Any]:
     """Measure the synthetic set against the real training pool and apply the gate."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    synthetic = np.load(synthetic_npy, mmap_mode="r")  # read a batch at a time, never whole
+    # read a batch at a time, never whole
+    synthetic = read_array(synthetic_npy, rule="generate_synthetic")
     manifest = pd.read_csv(manifest_csv)
     if len(manifest) != len(synthetic) or synthetic.shape[1:] != images.shape[1:]:
         raise DatasetError(f"{synthetic_npy} holds {synthetic.shape} but {manifest_csv} lists "

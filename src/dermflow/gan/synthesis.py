@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dermflow.atomic import atomic_memmap, write_csv
-from dermflow.data.cache import load_split_cache
+from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
 from dermflow.errors import DatasetError
 from dermflow.figures import plt, save
@@ -149,7 +149,7 @@ def generate_synthetic(generator_path: str, cache_npy: str, index_csv: str, spli
     conditional = generator_kind(meta["kind"]).needs_attention
     if conditional and attention_npy is None:
         raise ValueError(f"gan.kind {meta['kind']} needs the attention maps")
-    maps = np.load(attention_npy, mmap_mode="r") if conditional else None
+    maps = read_array(attention_npy, rule="extract_attention") if conditional else None
     pool = index[training_pool(index, protocol).to_numpy()]
     counts = synthetic_counts(pool["dx"].value_counts().to_dict(), settings)
     data = ImageTensor(images, index["label"].to_numpy(), device, *TO_UNIT)

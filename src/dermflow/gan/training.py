@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from dermflow.atomic import atomic_path, write_csv
-from dermflow.data.cache import load_split_cache
+from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
 from dermflow.errors import DamagedFileError, DatasetError, rebuild
 from dermflow.figures import plt, save
@@ -171,7 +171,7 @@ def train_gan(cache_npy: str, index_csv: str, split_csv: str, attention_npy: str
     if generator_kind(settings["kind"]).needs_attention:
         if attention_npy is None:
             raise ValueError(f"gan.kind {settings['kind']} needs the attention maps")
-        maps = np.load(attention_npy, mmap_mode="r")
+        maps = read_array(attention_npy, rule="extract_attention")
         if maps.shape != images.shape[:3]:
             raise DatasetError(f"{attention_npy}: attention maps {maps.shape} do not match the "
                                f"image cache {images.shape[:3]}; re-run extract_attention")
