@@ -40,7 +40,8 @@ def test_binary_predictions_are_evaluated_with_their_two_classes(tmp_path):
     outs = {k: str(tmp_path / f"{k}.{ext}") for k, ext in (
         ("json", "json"), ("bootstrap", "csv"), ("roc", "png"), ("pr", "png"),
         ("confusion", "png"), ("bootstrap_png", "png"))}
-    report = evaluate_experiment(str(path), resamples=50, seed=0, out_json=outs["json"],
+    report = evaluate_experiment(str(path), experiment="bin", resamples=50, seed=0,
+                                 out_json=outs["json"],
                                  out_bootstrap=outs["bootstrap"], out_roc=outs["roc"],
                                  out_pr=outs["pr"], out_confusion=outs["confusion"],
                                  out_bootstrap_png=outs["bootstrap_png"])
@@ -112,5 +113,5 @@ def test_bootstrap_figure_of_a_metric_constant_but_for_rounding(tmp_path):
     # computed in an order that leaves last-bit differences
     constant = np.full(200, 1 / 7) + np.arange(200) % 2 * np.spacing(1 / 7)
     plot_bootstrap({"balanced_accuracy": constant, "macro_f1": np.linspace(0.2, 0.4, 200)},
-                   str(tmp_path / "bootstrap.png"))
+                   "one-class", str(tmp_path / "bootstrap.png"))
     assert (tmp_path / "bootstrap.png").stat().st_size > 0

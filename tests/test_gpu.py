@@ -29,6 +29,7 @@ from torch import nn
 import dermflow.gan.cgan as cgan
 import dermflow.training.loop as loop
 from dermflow.config import validate_config
+from dermflow.experiments.saliency import SaliencyMaps
 from dermflow.labels import CLASSES
 from dermflow.training.batches import GPU_SHARE, ImageTensor, fits_on_gpu
 from dermflow.training.distributed import rank_world, run_distributed
@@ -326,7 +327,7 @@ def test_predict_with_grad_cam(device: str, tmp_path: Path, monkeypatch: pytest.
                   "dx": dx, "label": [CLASSES.index(d) for d in dx],
                   "split": ["val"] * len(CLASSES) + ["test"] * len(CLASSES)},
                  ).to_csv(tmp_path / "dataset.csv", index=False)
-    maps: list[np.ndarray] = []
+    maps: list[SaliencyMaps] = []
     grad_cam = predict_module.grad_cam
     monkeypatch.setattr(predict_module, "grad_cam",
                         lambda *args, **kwargs: maps.append(grad_cam(*args, **kwargs)) or maps[-1])
@@ -337,6 +338,9 @@ def test_predict_with_grad_cam(device: str, tmp_path: Path, monkeypatch: pytest.
         out_saliency=str(tmp_path / "saliency.png"))
     probs = out[[f"prob_{d}" for d in CLASSES]].to_numpy()
     assert len(out) == n and np.allclose(probs.sum(1), 1, atol=1e-3)
-    assert maps[0].shape == (len(CLASSES), size, size)
-    assert np.isfinite(maps[0]).all() and maps[0].min() >= 0 and maps[0].max() <= 1
+    heat = maps[0].maps
+    assert heat.shape == (len(CLASSES), size, size)
+    assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+    # the ResNet branch's last stage at 224 px (7 x 7), an earlier one at 32 px (4 x 4)
+    assert maps[0].side == ((7, 7) if size == 224 else (4, 4))
     assert (tmp_path / "saliency.png").stat().st_size > 0

@@ -7,6 +7,7 @@ with run_stage(snakemake):
     out, settings = snakemake.output, snakemake.params.settings
     evaluate_experiment(
         snakemake.input.predictions,
+        experiment=snakemake.wildcards.experiment,
         resamples=settings["bootstrap"],
         seed=settings["bootstrap_seed"],
         out_json=out.evaluation,

@@ -136,11 +136,10 @@ def predict_experiment(model_path: str, dataset_csv: str, cache_npy: str, extra_
     chosen = test.groupby("dx", sort=False).head(per_class).sort_values(
         ["label", "dx"], kind="stable")
     x, _ = data.batch(torch.tensor(chosen["pos"].to_numpy()))
-    maps = {"Grad-CAM": grad_cam(model, x, torch.tensor(chosen["pred"].to_numpy(),
-                                                        device=device))}
+    maps = [grad_cam(model, x, torch.tensor(chosen["pred"].to_numpy(), device=device))]
     attention = attention_maps(model, x)
     if attention is not None:
-        maps["attention"] = attention
+        maps.append(attention)
     plot_saliency(images, maps, chosen, meta["classes"], out_saliency)
     log.info("predicted %d val/test images (test-time augmentation: %s); test accuracy %.3f",
              len(out), tta,

@@ -71,9 +71,11 @@ class ASFFResNet50(FreezableClassifier):
         """N x 2: each image's weights of conv4 and conv5."""
         return self.fusion.weights(*self.levels(x))
 
-    def saliency_layer(self) -> nn.Module:
-        """Grad-CAM's layer: the fused map."""
-        return self.fusion
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's candidate layers, deepest first: the fused map (on conv4's grid), then
+        conv3 and conv2."""
+        r = self.backbones[0]
+        return [self.fusion, r.layer2, r.layer1]
 
 
 def build(architecture: str, *, num_classes: int, image_size: int, settings: dict[str, Any],

@@ -44,9 +44,9 @@ class DermaGanCNN(FreezableClassifier):
                               antialias=True, align_corners=False)
         return self.head(self.features(x))
 
-    def saliency_layer(self) -> nn.Module:
-        """Grad-CAM's layer: the second convolution's block."""
-        return self.features
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's layer: the second convolution's block (57 x 57 at any input size)."""
+        return [self.features]
 
 
 def build(architecture: str, *, num_classes: int, image_size: int, settings: dict[str, Any],

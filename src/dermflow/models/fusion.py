@@ -125,9 +125,10 @@ class FusionClassifier(FreezableClassifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.bottleneck(self.features(x)))
 
-    def saliency_layer(self) -> nn.Module:
-        """The CNN branch's last stage: its feature map feeds the fusion (Grad-CAM's layer)."""
-        return stages(self.backbones[self.transformer.index(False)])[-1]
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's candidate layers, deepest first: the CNN branch's stages (its last
+        stage's map feeds the fusion)."""
+        return stages(self.backbones[self.transformer.index(False)])[::-1]
 
 
 def build(architecture: str, *, num_classes: int, image_size: int, settings: dict[str, Any],

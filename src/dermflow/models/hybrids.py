@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dermflow.models import backbones
@@ -86,17 +85,18 @@ class HybridClassifier(FreezableClassifier):
                               self.backbone_map(x).mean(dim=(2, 3))], dim=1)
         return self.head(features)
 
-    def saliency_layer(self) -> nn.Module:
-        """Grad-CAM's layer: the attention (its output is the attended map) or the last stage."""
-        return self.attention if self.attention is not None else stages(self.backbones[0])[-1]
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's candidate layers, deepest first: the attention (its output is the
+        attended map) where there is one, then the backbone's stages."""
+        attention = [self.attention] if self.attention is not None else []
+        return attention + stages(self.backbones[0])[::-1]
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor | None:
-        """N x H x W attention weights upsampled to the input (the paper's heatmaps)."""
+        """N x h x w attention weights on the backbone's final grid (the paper's heatmaps,
+        once upsampled to the image)."""
         if self.attention is None:
             return None
-        weights = self.attention.weights(self.backbones[0].forward_features(x))
-        return F.interpolate(weights, size=x.shape[-2:], mode="bilinear",
-                             align_corners=False)[:, 0]
+        return self.attention.weights(self.backbones[0].forward_features(x))[:, 0]
 
 
 def build(architecture: str, *, num_classes: int, image_size: int, settings: dict[str, Any],

@@ -37,9 +37,9 @@ class PlainClassifier(FreezableClassifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbones[0](x))
 
-    def saliency_layer(self) -> nn.Module:
-        """The backbone's last stage (Grad-CAM's layer)."""
-        return stages(self.backbones[0])[-1]
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's candidate layers, deepest first: the backbone's stages."""
+        return stages(self.backbones[0])[::-1]
 
 
 def build(architecture: str, *, num_classes: int, image_size: int, settings: dict[str, Any],
