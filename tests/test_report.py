@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from dermflow.evaluation.compare import BOOTSTRAP, COLUMNS
-from dermflow.evaluation.headline import leakage_line, quarantine_summary, verdicts
+from dermflow.evaluation.headline import (
+    leakage_line,
+    quarantine_summary,
+    synthetic_line,
+    verdicts,
+)
 from dermflow.evaluation.leakage import dhash, leakage_audit, near_duplicate_pairs
 from dermflow.evaluation.report import ablation_table
 
@@ -125,3 +130,16 @@ def test_a_verdict_never_counts_an_untested_row_and_says_so():
         "**a vs b:** a worse than b on 1 of 1 tests at Holm p < 0.05; 1 not tested "
         "(different test sets: not paired); balanced accuracy on test -0.200 (95% CI -0.300 "
         "to -0.100, Holm p 0.002)."]
+
+
+def test_the_synthetic_images_line_says_what_the_gate_checked_and_how_many_are_copies():
+    def quality(status: str, ran: int, share: float) -> dict:
+        return {"gate": {"status": status, "ran": ran, "configured": 3},
+                "memorisation": {"near_copy_fraction": share, "near_copy_fraction_max": 0.1}}
+
+    assert synthetic_line([quality("incomplete", 1, 0.51)], "cgan") == (
+        "**Synthetic images** (cgan): quality gate incomplete (1 of 3 checks ran); 51% are "
+        "near copies of a real training image, the gate allows 10% (quality.md).")
+    folds = [quality("failed", 3, 0.999), quality("failed", 3, 0.95), quality("passed", 3, 0.02)]
+    assert synthetic_line(folds, "cgan").startswith(
+        "**Synthetic images** (cgan): quality gate failed, passed (3 of 3 checks ran); 2-100% ")

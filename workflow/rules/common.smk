@@ -192,6 +192,14 @@ def at(path, fold=0, **names):
     return path.format(fold=fold, **names) if ("{" in path) else path
 
 
+def generator_folds():
+    """The folds that train a generator: each fold under grouped cross-validation, one
+    otherwise; none when no experiment uses a generator's images."""
+    if not any(e["balance"] in GENERATORS for e in EXPERIMENTS.values()):
+        return []
+    return list(range(FOLDS)) if "{fold}" in UP else [0]
+
+
 def final_targets():
     """Everything `snakemake` builds by default: the generator's stages (baseline, attention
     maps, GAN, synthetic images and their check) only when an experiment uses its images."""
@@ -200,8 +208,8 @@ def final_targets():
         *(["results/cv/summary.json"] if CV else ["results/split/summary.json"]),
         "results/report/ablation.md",
     ]
-    if any(e["balance"] in GENERATORS for e in EXPERIMENTS.values()):
-        for f in range(FOLDS) if "{fold}" in UP else [0]:
+    if generator_folds():
+        for f in generator_folds():
             targets += [
                 at(f"{UP}/baseline/metrics.json", f),
                 at(f"{UP}/attention/attention.npy", f),
@@ -267,6 +275,7 @@ def report_inputs(wildcards):
     }
     if DATASET["external_test"]:
         inputs["external_quarantine"] = "results/external/quarantine.csv"
+    inputs["quality"] = [at(f"{UP}/synthetic/quality.json", f) for f in generator_folds()]
     for name in EXPERIMENTS:
         inputs[f"evaluation_{name}"] = f"{EVAL}/evaluation.json".format(experiment=name)
         inputs[f"metrics_{name}"] = f"{EVAL}/metrics.json".format(experiment=name)

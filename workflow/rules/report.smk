@@ -147,6 +147,7 @@ rule report:
             "image_size": config["image_size"],
             "protocol": config["protocol"],
             "folds": FOLDS,
+            "generator": config["gan"]["kind"],
         },
         settings=config["report"],
         code=code_hash("dermflow.evaluation.report"),

@@ -15,6 +15,7 @@ with run_stage(snakemake):
         inp.comparisons,
         inp.quarantine,
         inp.get("external_quarantine"),
+        list(inp.get("quality", [])),
         data=par.data,
         resamples=par.settings["bootstrap"],
         max_bits=par.settings["near_duplicate_bits"],

@@ -159,6 +159,26 @@ def best_line(experiments: list[dict[str, Any]], evaluations: dict[str, dict]) -
             "a finding unless a declared comparison holds.")
 
 
+def synthetic_line(qualities: list[dict[str, Any]], generator: str) -> str:
+    """What the generator's images are, from its quality check (one per fold under
+    cross-validation): the gate's status and the share of near copies of a real image, so
+    a reader weighs a comparison of its experiments knowing what was added."""
+    def share(q: dict[str, Any]) -> float:
+        return q["memorisation"]["near_copy_fraction"]
+
+    statuses = ", ".join(dict.fromkeys(q["gate"]["status"] for q in qualities))
+    ran = "; ".join(dict.fromkeys(f"{q['gate']['ran']} of {q['gate']['configured']}"
+                                  for q in qualities))
+    low, high = min(map(share, qualities)), max(map(share, qualities))
+    copies = f"{100 * low:.0f}%" if round(100 * low) == round(100 * high) else \
+        f"{100 * low:.0f}-{100 * high:.0f}%"
+    limit = qualities[0]["memorisation"]["near_copy_fraction_max"]
+    bound = f", the gate allows {100 * limit:.0f}%" if limit is not None else ""
+    return (f"**Synthetic images** ({generator}): quality gate {statuses} ({ran} checks "
+            f"ran); {copies} are near copies of a real training image{bound} "
+            "(quality.md).")
+
+
 def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:
     """'dataset: 0 (results/data/quarantine.csv); external test set: 1 (1 missing_file; ...)'.
 
@@ -195,8 +215,9 @@ def leakage_line(audit: dict[str, dict], protocol: str) -> str:
 
 def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
                  comparisons: pd.DataFrame, audit: dict[str, dict], *, data: dict[str, Any],
-                 quarantine: str, protocol: str) -> str:
-    """The report's opening page, in reStructuredText: the answer, and where the tables are."""
+                 qualities: list[dict[str, Any]], quarantine: str, protocol: str) -> str:
+    """The report's opening page, in reStructuredText: the answer, and where the tables are.
+    ``qualities``: the generator's quality checks (none when no experiment uses it)."""
     heading = title(data, experiments)
     found = verdicts(comparisons) or [
         "**Declared comparisons:** none could be made (see report.comparisons)."]
@@ -204,6 +225,7 @@ def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict]
              f"- **Data:** {data_line(data, evaluations)}.",
              f"- {best_line(experiments, evaluations)}",
              *(f"- {line}" for line in found),
+             *([f"- {synthetic_line(qualities, data['generator'])}"] if qualities else []),
              f"- {leakage_line(audit, protocol)}",
              f"- **Quarantine** (images set aside by validation): {quarantine}.", "",
              f"Every number with its 95% lesion-cluster interval, the declared comparisons "

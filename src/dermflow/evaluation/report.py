@@ -123,14 +123,16 @@ def comparison_lines(comparisons: pd.DataFrame, scope: str) -> list[str]:
 def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
                  metrics: dict[str, str], datasets: dict[str, tuple[str, str | None]],
                  cache_npy: str, comparisons_csv: str, quarantine_csv: str,
-                 external_quarantine_csv: str | None, *, data: dict[str, Any], resamples: int,
+                 external_quarantine_csv: str | None, quality_jsons: list[str], *,
+                 data: dict[str, Any], resamples: int,
                  max_bits: int, max_mae: float, out_csv: str, out_markdown: str,
                  out_leakage: str, out_rst: str, out_tables: str) -> None:
     """The ablation table (CSV and Markdown, with comparisons and audit), leakage.json, the
     report's opening page (dermflow.evaluation.headline) and its tables page
     (dermflow.evaluation.tables). ``data``: the dataset's source and path, image size,
     protocol and folds, which every page names. ``external_quarantine_csv``: the external
-    test set's quarantine, None when the workflow has no external set."""
+    test set's quarantine, None when the workflow has no external set. ``quality_jsons``:
+    the generator's quality checks, one per fold that trains one (none without one)."""
     protocol = data["protocol"]
     ev = {k: json.loads(Path(v).read_text()) for k, v in evaluations.items()}
     tr = {k: json.loads(Path(v).read_text()) for k, v in metrics.items()}
@@ -177,7 +179,9 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
         tmp.write_text(tables_html(experiments, ev, comparisons, audit, data=data,
                                    quarantine=quarantine, resamples=resamples, rule=rule))
     with atomic_path(out_rst) as tmp:
-        tmp.write_text(workflow_rst(experiments, ev, comparisons, audit, data=data,
-                                    quarantine=quarantine, protocol=protocol))
+        tmp.write_text(workflow_rst(
+            experiments, ev, comparisons, audit, data=data, quarantine=quarantine,
+            qualities=[json.loads(Path(q).read_text()) for q in quality_jsons],
+            protocol=protocol))
     log.info("report: %d experiments, leakage %s, quarantined %s", len(experiments),
              {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantine)
