@@ -1,5 +1,7 @@
-"""The GPU proof kit: one command that proves every GPU path on a GPU machine, measures it,
-and leaves in one folder everything benchmarks/RESULTS.md needs.
+"""The GPU proof kit: proves and measures every GPU path, and leaves the results in one folder.
+
+One command on a GPU machine runs the GPU tests, the throughput benchmarks and the quick
+DAGs, and leaves in one folder everything benchmarks/RESULTS.md needs.
 
 Made for a GPU machine without network, or with little time on it (an offline node, a cloud
 machine rented by the quarter hour). First, where there is network, in the repository:
