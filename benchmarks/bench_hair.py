@@ -7,7 +7,7 @@ clean (JPEG read out of the zip, as remove_hair_all does), and the whole stage
 OpenCV single-threaded, as remove_hair_all does, so images/s per core is the rate
 divided by the threads used. Prints a Markdown table for benchmarks/RESULTS.md.
 
-    python benchmarks/bench_hair.py --data /work/shared/data/ham10000 --n 500 --threads 1 2
+    python benchmarks/bench_hair.py --data .data/ham10000 --n 500 --threads 1 2
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dermflow.data.hair import HairParams, remove_hair, remove_hair_all
 from dermflow.data.images import read_rgb, zip_ref
 from dermflow.provenance import cpu_name
 
+REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = "HAM10000_images_200x150.zip"
 
 
@@ -59,8 +60,9 @@ def parallel(fn: Callable, items: list, threads: int) -> Callable[[], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ham10000"),
-                        help=f"folder holding {ARCHIVE}")
+    parser.add_argument("--data", type=Path, default=REPO / ".data/ham10000",
+                        help=f"folder holding {ARCHIVE} (default .data/ham10000, where "
+                             "benchmarks/gpu_proof.py --prepare copies it)")
     parser.add_argument("--n", type=int, default=500, help="images (the first n by name)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=3)

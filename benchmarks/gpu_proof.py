@@ -1,50 +1,52 @@
-"""The GPU proof kit: one command that proves every GPU path on a lent GPU machine, measures
-it, and leaves in one folder everything benchmarks/RESULTS.md needs.
+"""The GPU proof kit: proves and measures every GPU path, and leaves the results in one folder.
 
-On the GPU machine (Python 3.12, torch CUDA, timm, pandas, scikit-learn, opencv and
-matplotlib there; no network), in the repository root:
+One command on a GPU machine runs the GPU tests, the throughput benchmarks and the quick
+DAGs, and leaves in one folder everything benchmarks/RESULTS.md needs.
 
-    python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --out "$OUT"
+Made for a GPU machine without network, or with little time on it (an offline node, a cloud
+machine rented by the quarter hour). First, where there is network, in the repository:
 
-runs, in order, each step once across calls (state in .gpu-proof/):
+    python3 benchmarks/gpu_proof.py --prepare --ham DIR --weights DIR
 
- 1. install   the wheels carried in .whl/ (benchmarks/gpu_wheels.sh) into .gpu-proof/site
- 2. env       device, driver, CUDA, torch and package versions; imports what the DAG needs
- 3. gpu-tests pytest -m gpu -k cuda (tests/test_gpu.py: the CUDA half of the GPU tests)
- 4. dag-quick profiles/gpu-quick (grouped, five experiments, 224 px) on .data/ham10000
- 5. dag-paper profiles/gpu-quick-paper (protocol: paper, the proposed model)
- 6. bench-*   benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
-              bench_classifier.py at the issue's batch sizes, each against its bare loop,
-              alone on the GPU; then the baseline and fusion ones with torch.compile
- 7. collect   (every call) summary.md, kit.log and three tar.gz bundles into --out
+copies the HAM10000 metadata and the 1/3-scale images zip into .data/ham10000 and LPIPS's
+AlexNet weights into .data/weights, and downloads the wheels such a machine lacks into .whl/
+(benchmarks/gpu_wheels.sh: snakemake, captum, torch-fidelity, lpips, jsonschema, pytest and
+their needs). Copy the repository with .whl/ and .data/ to the GPU machine (Python 3.12, CUDA
+torch, torchvision, timm, pandas, scikit-learn, opencv and matplotlib there) and run, in its
+root:
 
-Each step is bounded by --budget (seconds for this call, default 540, under the device's
-10-minute command limit): a step that cannot finish in time is stopped cleanly (Snakemake
-on SIGTERM; training checkpoints every epoch) and the next call, while the machine is still
-warm, resumes where this one stopped. Steps that finished are not run again (--retry reruns
-failed ones). --lend, for a GPU lent for 15 minutes: both DAGs take
-profiles/gpu-quick/lend.yaml's fewest epochs and start beside the GPU tests (neither
-measures anything: the benchmarks come after them, alone on the GPU); without it the
-steps run one after the other, the DAGs with gpu-quick's ~20 + ~10 minute budgets.
---gpu-jobs N lets N of a DAG's GPU jobs share the GPU (most of a short job is its
-start-up; per-rule times then include the sharing). --smoke does the same course on
-the CPU with tiny sizes and the demo data (no install, no compiled benchmarks), in a few
-minutes on two cores; tests/test_gpu_proof.py runs it.
+    python3 benchmarks/gpu_proof.py --budget 840 --gpu-jobs 2 --out results-gpu
 
-How wheels and data travel: a device call sends the session's checkout with its tracked
-and untracked-but-not-ignored files, plus the ignored folders named in `carry`. Prepare
-them here, once, in that checkout (it copies the 1/3-scale HAM10000 zip and metadata into
-.data/ham10000, LPIPS's AlexNet weights into .data/weights, downloads the 43 wheels into
-.whl/ and checks that everything fits the 64 MiB a call carries):
+It runs, in order, each step once across calls (state in .gpu-proof/):
 
-    python3 benchmarks/gpu_proof.py --prepare --ham ../shared/data/ham10000 \\
-        --weights ../shared/weights
+ 1. install    the wheels of .whl/ into .gpu-proof/site (none there: the packages installed)
+ 2. env        device, driver, CUDA, torch and package versions; the imports the DAG needs;
+               torch.compile's prerequisites (Triton builds C at run time: a C compiler and
+               Python.h), without which the compiled steps are skipped with that reason
+ 3. bench-*    benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
+               bench_classifier.py at the issue's batch sizes, each against its bare loop,
+               alone on the GPU: first, so their figures are clean and come back from the
+               shortest call
+ 4. gpu-tests  pytest -m gpu -k cuda (tests/test_gpu.py: the CUDA half of the GPU tests)
+ 5. dag-quick  profiles/gpu-quick (grouped, five experiments, 224 px) on .data/ham10000
+ 6. dag-paper  profiles/gpu-quick-paper (protocol: paper, the proposed model)
+ 7. bench-*-compiled  the baseline and fusion benchmarks with torch.compile
 
-then call the device tool's run with carry [".whl", ".data"], timeout_s 580, command
-    python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --budget 520 --out "$OUT"
-and at once (the machine stays warm for 30 s only) the same with timeout_s 190 and
---budget 140: with the machine's start, 15 minutes of device time. See the README, "On
-a GPU machine".
+After every step it writes summary.md, kit.log and three tar.gz bundles (tables, logs,
+figures) into --out, so a machine that is stopped hard still leaves every finished step there.
+
+--budget SECONDS is the time this call has (without it, no limit). Each step has an estimated
+cost on one H100 (steps()); a step that does not fit what is left is recorded as 'skipped:
+budget' and runs in a later call. A DAG starts whenever a minute is left: stopped cleanly at
+the budget (Snakemake on SIGTERM; training checkpoints every epoch), the next call resumes it
+where it stopped. Steps that finished are not run again (--retry reruns failed ones). The
+first call picks the course, and later calls keep it: with a budget below the full course's
+estimate, the short one (both DAGs at profiles/gpu-quick/short.yaml's fewest epochs, started
+beside the GPU tests: none of the three measures throughput); otherwise gpu-quick's epochs,
+one step after another. --gpu-jobs N lets N of a DAG's GPU jobs share the GPU (most of a short
+job is its start-up; per-rule times then include the sharing). --smoke runs the short course
+on the CPU with tiny sizes and the demo data (no install, no compiled benchmarks), in a few
+minutes on two cores; tests/test_gpu_proof.py runs it. See the README, "On a GPU machine".
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 import xml.etree.ElementTree as ET
@@ -67,14 +71,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
-CARRY_LIMIT = 64 * MIB  # what one device call carries (working tree + carried folders)
-OUT_FILE_LIMIT = 16 * MIB  # each file that comes back from $OUT
 RESERVE = 45.0  # seconds kept for stopping a step cleanly and collecting
 GRACE = 20.0  # seconds a stopped step gets between SIGTERM and SIGKILL
+DAG_MINIMUM = 60.0  # seconds a DAG needs to be worth starting (it resumes in the next call)
+COMPILE_TESTS = "test_compiled_model"  # tests/test_gpu.py's torch.compile test
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn",
             "opencv-python-headless", "matplotlib", "snakemake", "captum", "torch-fidelity",
             "lpips", "jsonschema", "pyyaml", "pytest")
-IMPORTS = ("snakemake", "captum", "torch_fidelity", "lpips", "jsonschema")
+IMPORTS = ("snakemake", "captum", "torch_fidelity", "lpips", "jsonschema", "pytest")
 HAM_FILES = ("HAM10000_metadata.csv", "HAM10000_images_200x150.zip")
 ALEXNET = "alexnet_features_imagenet.pth"
 RESULT_FILES = ("report/*.csv", "report/*.md", "report/*.json", "synthetic/quality.*",
@@ -89,10 +93,12 @@ RESULT_FILES = ("report/*.csv", "report/*.md", "report/*.json", "synthetic/quali
 class Step:
     name: str
     command: list[str]
-    minimum: float  # seconds it needs to be worth starting
+    estimate: float  # seconds it is expected to take (ESTIMATES)
     gpu_only: bool = False  # skipped by --smoke
-    dag: str | None = None  # the run folder of a Snakemake step
-    beside: tuple[str, ...] = ()  # --lend: steps started beside this one (they wait their turn)
+    compiled: bool = False  # runs torch.compile: needs a C compiler and Python.h
+    dag: str | None = None  # the run folder of a Snakemake step (resumable)
+    beside: tuple[str, ...] = ()  # short course: steps started beside this one
+    report: Path | None = None  # a file it must write; then exit 1 (tests failed) is done too
 
 
 def log(line: str) -> None:
@@ -103,20 +109,27 @@ def log(line: str) -> None:
         fh.write(text + "\n")
 
 
-# --- preparing what travels (run here, not on the GPU machine) -----------------------------
+def use_work(work: Path) -> None:
+    """Point the kit at its state folder (state.json, logs, installed wheels, run folders)."""
+    global WORK, SITE, KIT_LOG
+    WORK = work.resolve()
+    SITE, KIT_LOG = WORK / "site", WORK / "kit.log"
+    (WORK / "logs").mkdir(parents=True, exist_ok=True)
 
 
-def carried_size(folders: list[Path]) -> tuple[int, int]:
-    """Bytes of the working tree that travels (tracked + untracked, not ignored) and of
-    the carried folders."""
+# --- preparing what is copied to the GPU machine (run where there is network) --------------
+
+
+def copied_size(folders: list[Path]) -> tuple[int, int]:
+    """Bytes of the repository's files (tracked + untracked, not ignored) and of ``folders``."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
                              "--exclude-standard"], cwd=REPO, capture_output=True,
                             check=True).stdout.split(b"\0")
     tree = sum((REPO / f.decode()).stat().st_size for f in listed
                if f and (REPO / f.decode()).is_file())
-    carried = sum(p.stat().st_size for folder in folders if folder.is_dir()
-                  for p in folder.rglob("*") if p.is_file())
-    return tree, carried
+    extra = sum(p.stat().st_size for folder in folders if folder.is_dir()
+                for p in folder.rglob("*") if p.is_file())
+    return tree, extra
 
 
 def prepare(ham: Path, weights: Path) -> int:
@@ -136,16 +149,12 @@ def prepare(ham: Path, weights: Path) -> int:
     wheels = ["bash", str(REPO / "benchmarks/gpu_wheels.sh")]
     if subprocess.run([*wheels, "--check"], cwd=REPO, capture_output=True).returncode:
         subprocess.run(wheels, cwd=REPO, check=True)
-    tree, carried = carried_size([REPO / ".whl", data])
-    total = tree + carried
-    print(f"\nwhat one device call carries: working tree {tree / MIB:.2f} MiB + .whl and .data "
-          f"{carried / MIB:.2f} MiB = {total / MIB:.2f} MiB of {CARRY_LIMIT // MIB} MiB")
-    if total > CARRY_LIMIT:
-        print("TOO BIG for one call")
-        return 1
-    print('device runs: carry [".whl", ".data"], timeout_s 580, command\n'
-          '  python3 benchmarks/gpu_proof.py --lend --gpu-jobs 2 --budget 520 --out "$OUT"\n'
-          'then at once the same with timeout_s 190 and --budget 140')
+    tree, extra = copied_size([REPO / ".whl", data])
+    print(f"\nto copy to the GPU machine: the repository's files {tree / MIB:.1f} MiB + .whl/ "
+          f"and .data/ {extra / MIB:.1f} MiB = {(tree + extra) / MIB:.1f} MiB\n"
+          "there, in the repository's root (840 s: a 15-minute machine, its start-up aside):\n"
+          "  python3 benchmarks/gpu_proof.py --budget 840 --gpu-jobs 2 --out results-gpu\n"
+          "and bring results-gpu/ back (a second call with what time is left resumes)")
     return 0
 
 
@@ -170,41 +179,89 @@ def dag_command(profile: str, run: str, args: argparse.Namespace, overlays: list
     return command
 
 
-def steps(args: argparse.Namespace) -> list[Step]:
+def steps(args: argparse.Namespace, course: str, no_compile: str | None = None) -> list[Step]:
+    """The course in order: the benchmarks alone on the GPU first, then the GPU tests and the
+    DAGs (``course`` short: at short.yaml's epochs, started beside the tests), the compiled
+    benchmarks last. ``no_compile``: why torch.compile cannot run here (its test deselected).
+
+    Estimates are rough seconds on one H100 (from the throughputs profiles/gpu-quick quotes,
+    start-up included; to be replaced by the kit's own measurements) or, for --smoke, on two
+    busy CPU cores."""
     py = sys.executable
     bench = str(REPO / "benchmarks")
+    short = course == "short"
+
+    def cost(h100: float, smoke: float) -> float:
+        return smoke if args.smoke else h100
+
     if args.smoke:  # tiny networks: smoke.yaml's C'GAN and fusion widths, a small timm CNN
         tiny = ["--config", str(smoke_config())]
         baseline = ["--model", "resnet18", "--batch", "4", "--size", "32", "--steps", "2",
                     "--sg-samples", "2", "--sg-batch", "2"]
         gan = ["--batch", "2", "--size", "32", "--steps", "2", *tiny]
         classifier = ["--batch", "4", "--size", "32", "--steps", "2", *tiny]
-        budget = ["profiles/gpu-quick/smoke.yaml"]
+        epochs = ["profiles/gpu-quick/smoke.yaml"]
     else:  # the issue's batch sizes
         baseline = ["--batch", "128", "--size", "224", "--steps", "40"]
         gan = ["--batch", "32", "--size", "224", "--steps", "40"]
         classifier = ["--batch", "128", "--size", "224", "--steps", "40"]
-        budget = ["profiles/gpu-quick/lend.yaml"] if args.lend else []
+        epochs = ["profiles/gpu-quick/short.yaml"] if short else []
+    tests = "cuda" if no_compile is None else f"cuda and not {COMPILE_TESTS}"
+    report = WORK / "logs" / "gpu-tests.xml"
     return [
-        Step("gpu-tests", [py, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-k", "cuda",
-                           "-p", "no:cacheprovider", "-v", "-o", "timeout=300",  # pytest-timeout
+        Step("bench-baseline", [py, f"{bench}/bench_baseline.py", *baseline], cost(60, 40)),
+        Step("bench-gan-fp32", [py, f"{bench}/bench_gan.py", *gan, "--precision", "fp32"],
+             cost(45, 30)),
+        Step("bench-gan-bf16", [py, f"{bench}/bench_gan.py", *gan, "--precision", "bf16"],
+             cost(45, 30), gpu_only=True),
+        Step("bench-classifier", [py, f"{bench}/bench_classifier.py", *classifier],
+             cost(60, 40)),
+        Step("gpu-tests", [py, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-k", tests,
+                           "-p", "no:cacheprovider", "-v",
                            "-o", "addopts=",  # in one process: the machine lacks pytest-xdist
-                           f"--junitxml={WORK / 'logs' / 'gpu-tests.xml'}"], 60,
-             beside=("dag-quick", "dag-paper")),  # the tests and DAGs measure nothing clean
-        Step("dag-quick", dag_command("gpu-quick", "quick", args, budget), 30, dag="quick"),
-        Step("dag-paper", dag_command(
-            "gpu-quick-paper", "paper", args,
-            [*budget, "profiles/gpu-quick-paper/paper.yaml"]), 30, dag="paper"),
-        Step("bench-baseline", [py, f"{bench}/bench_baseline.py", *baseline], 45),
-        Step("bench-gan-fp32", [py, f"{bench}/bench_gan.py", *gan, "--precision", "fp32"], 30),
-        Step("bench-gan-bf16", [py, f"{bench}/bench_gan.py", *gan, "--precision", "bf16"], 30,
-             gpu_only=True),
-        Step("bench-classifier", [py, f"{bench}/bench_classifier.py", *classifier], 45),
+                           f"--junitxml={report}"], cost(120, 60),
+             beside=("dag-quick", "dag-paper") if short else (), report=report),
+        Step("dag-quick", dag_command("gpu-quick", "quick", args, epochs),
+             cost(420 if short else 1200, 240), dag="quick"),
+        Step("dag-paper", dag_command("gpu-quick-paper", "paper", args,
+                                      [*epochs, "profiles/gpu-quick-paper/paper.yaml"]),
+             cost(240 if short else 600, 180), dag="paper"),
         Step("bench-baseline-compiled", [py, f"{bench}/bench_baseline.py", *baseline,
-                                         "--compile"], 120, gpu_only=True),
+                                         "--compile"], 150, gpu_only=True, compiled=True),
         Step("bench-classifier-compiled", [py, f"{bench}/bench_classifier.py", *classifier,
-                                           "--compile"], 150, gpu_only=True),
+                                           "--compile"], 180, gpu_only=True, compiled=True),
     ]
+
+
+def choose_course(args: argparse.Namespace, state: dict) -> str:
+    """The first call's choice, kept by later calls (a DAG resumed under other epochs would
+    start over): short under a budget below the full course's estimate (the compiled benchmarks
+    aside: they may wait for a later call); --smoke runs the short course's order on the CPU."""
+    if "course" not in state:
+        full = sum(step.estimate for step in steps(args, "full") if not step.compiled)
+        short = args.smoke or (args.budget is not None and args.budget < full)
+        state["course"] = "short" if short else "full"
+    return state["course"]
+
+
+def compile_missing() -> str | None:
+    """Why torch.compile cannot build its kernels here, or None. Triton compiles a C helper at
+    run time with $CC, else gcc, else clang, against the include folder of Python's default
+    scheme (as triton/runtime/build.py looks them up)."""
+    compiler = os.environ.get("CC")
+    if compiler and not shutil.which(compiler):
+        return f"$CC is {compiler}, which is not on PATH: torch.compile (Triton) builds C with it"
+    if not compiler and not (shutil.which("gcc") or shutil.which("clang")):
+        return ("no C compiler (gcc or clang on PATH, or $CC): torch.compile (Triton) builds "
+                "C at run time; install gcc")
+    scheme = sysconfig.get_default_scheme()
+    include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local"
+                                       else scheme)["include"])
+    if not (include / "Python.h").is_file():
+        return (f"no {include / 'Python.h'}: torch.compile (Triton) compiles against it; "
+                f"install Python's headers (python{sys.version_info[0]}."
+                f"{sys.version_info[1]}-dev)")
+    return None
 
 
 def smoke_config() -> Path:
@@ -224,7 +281,8 @@ def smoke_config() -> Path:
 
 
 class Stopped(Exception):
-    """The kit itself was sent SIGTERM (a command limit): stop, keep the state, collect."""
+    """The kit itself was sent SIGTERM (the machine's time is up): stop, keep the state,
+    collect."""
 
 
 def on_sigterm(signum: int, frame: object) -> None:
@@ -260,8 +318,8 @@ def kit_env(args: argparse.Namespace) -> dict[str, str]:
 def install() -> bool:
     wheels = sorted((REPO / ".whl").glob("*.whl"))
     if not wheels:  # a machine with dermflow installed; env says if anything is missing
-        log("install: no wheels in .whl/: using the packages installed (on the lent GPU "
-            "machine, run --prepare in the checkout and carry .whl)")
+        log("install: no wheels in .whl/: using the packages installed (for a machine "
+            "without them, run --prepare where there is network and copy .whl/ over)")
         return True
     marker = SITE / ".installed"
     listing = "\n".join(w.name for w in wheels)
@@ -369,7 +427,7 @@ def launch(step: Step, env: dict[str, str]) -> Running:
 def wait_for(run: Running, limit: float) -> int | None:
     """The exit code of a launched step, or None when it had to be stopped at ``limit``."""
     try:
-        code = run.proc.wait(timeout=max(limit, 1))
+        code = run.proc.wait(timeout=None if math.isinf(limit) else max(limit, 1))
     except subprocess.TimeoutExpired:
         stop(run.proc)
         return None
@@ -389,28 +447,71 @@ def dag_env(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
             "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES": "1"}
 
 
-def run_steps(args: argparse.Namespace, state: dict, started: float) -> None:
+def over_budget(step: Step, left: float) -> str | None:
+    """Why ``step`` does not fit the ``left`` seconds of this call, or None when it does. A DAG
+    fits whenever DAG_MINIMUM is left: stopped at the budget, the next call resumes it."""
+    need = DAG_MINIMUM if step.dag else step.estimate
+    if need <= left:
+        return None
+    return f"needs ~{need:.0f} s, {max(left, 0):.0f} s of this call's budget left"
+
+
+def outcome(step: Step, code: int) -> tuple[str, str]:
+    """(status, reason) of a step that exited with ``code``. A step with a report (the GPU
+    tests' JUnit XML, removed before it starts) is done when it wrote it, some tests failing
+    (exit 1) included; without it the runner itself did not run (not installed, or broken)."""
+    text = (WORK / "logs" / f"{step.name}.txt").read_text(errors="replace")
+    missing = next((line.strip() for line in reversed(text.rsplit("\n$ ", 1)[-1].splitlines())
+                    if "No module named" in line), "")
+    if step.report is not None:
+        if step.report.is_file() and code in (0, 1):
+            return "done", "some tests failed" if code else ""
+        return "failed", (f"exit {code}, no {step.report.name}: the test runner did not run"
+                          + (f" ({missing}; benchmarks/gpu_wheels.sh carries it)"
+                             if missing else ""))
+    if code == 0:
+        return "done", ""
+    return "failed", f"exit {code}" + (f": {missing}" if missing else "")
+
+
+def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: float) -> None:
+    """Run the pending ones of ``todo`` in order within --budget, recording each in ``state``
+    and collecting into --out after each."""
     env = kit_env(args)
-    todo = steps(args)
     by_name = {step.name: step for step in todo}
-    background: dict[str, Running] = {}  # --lend: the DAGs started beside the GPU tests
+    background: dict[str, Running] = {}  # short course: the DAGs started beside the GPU tests
     records = state["steps"]
+    no_compile = compile_missing()
+
+    def left() -> float:
+        if args.budget is None:
+            return math.inf
+        return args.budget - (time.monotonic() - started) - RESERVE
 
     def pending(step: Step) -> bool:
         record = records.setdefault(step.name, {"status": "not reached", "seconds": 0.0,
                                                 "calls": 0})
         if args.smoke and step.gpu_only:
-            record["status"] = "skipped (CPU smoke)"
+            record.update(status="skipped: CPU smoke", reason="GPU only")
             return False
         if args.steps and step.name not in args.steps:
             return False
-        return record["status"] not in ("done", "skipped (CPU smoke)") and (
+        return record["status"] not in ("done", "skipped: CPU smoke") and (
             record["status"] != "failed" or args.retry)
+
+    def skip(step: Step, status: str, reason: str) -> None:
+        records[step.name].update(status=status, reason=reason)
+        log(f"{step.name}: {status} ({reason})")
+        save_state(state)
+        collect(args, state)
 
     def start(step: Step) -> Running:
         step_env = dag_env(args, env) if step.dag else env
         if step.dag and records[step.name]["status"] == "stopped":  # killed: clear its lock
             wait_for(launch(Step(step.name, [*step.command, "--unlock"], 0), step_env), 120)
+        records[step.name].pop("reason", None)
+        if step.report is not None:
+            step.report.unlink(missing_ok=True)
         return launch(step, step_env)
 
     def finish(run: Running, code: int | None) -> None:
@@ -419,40 +520,47 @@ def run_steps(args: argparse.Namespace, state: dict, started: float) -> None:
         record["seconds"] += spent
         record["calls"] += 1
         if code is None:
-            record["status"] = "stopped"
+            record.update(status="stopped", reason="the next call resumes it")
             log(f"{step.name}: stopped after {spent:.0f} s; the next call resumes it")
-        elif code == 0 or (step.name == "gpu-tests" and code == 1):  # 1: some tests failed
-            record.update(status="done", rc=code)
-            log(f"{step.name}: finished in {spent:.0f} s (exit {code})")
         else:
-            record.update(status="failed", rc=code)
-            tail = (WORK / "logs" / f"{step.name}.txt").read_text().splitlines()[-25:]
-            log(f"{step.name}: FAILED (exit {code}) after {spent:.0f} s:\n" + "\n".join(tail))
+            status, reason = outcome(step, code)
+            record.update(status=status, rc=code, reason=reason)
+            if status == "done":
+                log(f"{step.name}: finished in {spent:.0f} s (exit {code})")
+            else:
+                tail = (WORK / "logs" / f"{step.name}.txt").read_text().splitlines()[-25:]
+                log(f"{step.name}: FAILED ({reason}) after {spent:.0f} s:\n" + "\n".join(tail))
         save_state(state)
-        write_summary(args, state)
+        collect(args, state)
+
+    def seconds(limit: float) -> str:
+        return "no limit" if math.isinf(limit) else f"at most {limit:.0f} s"
 
     try:
         for step in todo:
             if not pending(step):
                 continue
-            left = args.budget - (time.monotonic() - started) - RESERVE
             if step.name in background:
                 run = background.pop(step.name)
-                log(f"{step.name}: started beside the GPU tests; waiting (at most {left:.0f} s)")
-            elif left < step.minimum:
-                log(f"{step.name}: {left:.0f} s left, needs {step.minimum:.0f}: next call")
+                log(f"{step.name}: started beside the GPU tests; waiting ({seconds(left())})")
+            elif step.compiled and no_compile:
+                skip(step, "skipped: compile prerequisites", no_compile)
+                continue
+            elif reason := over_budget(step, left()):
+                skip(step, "skipped: budget", reason)
                 continue
             else:
                 run = start(step)
-                log(f"{step.name}: running (at most {left:.0f} s)")
-                for name in step.beside if args.lend else ():
-                    if pending(by_name[name]) and left >= by_name[name].minimum:
-                        background[name] = start(by_name[name])
+                log(f"{step.name}: running, ~{step.estimate:.0f} s expected ({seconds(left())})")
+                for name in step.beside:
+                    other = by_name[name]
+                    if pending(other) and not over_budget(other, left()):
+                        background[name] = start(other)
                         records[name]["beside"] = step.name
                         log(f"{name}: running beside {step.name}")
             code = None
             try:
-                code = wait_for(run, left)
+                code = wait_for(run, left())
             finally:
                 finish(run, code)
     finally:
@@ -583,25 +691,30 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
     info = json.loads((WORK / "env.json").read_text()) if (WORK / "env.json").is_file() else {}
     gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB, sm {g['capability']})"
                      for g in info.get("gpus", [])) or "no GPU (CPU)"
-    mode = "smoke (CPU, tiny sizes, demo data)" if args.smoke else (
-        "lend (profiles/gpu-quick/lend.yaml: fewest epochs)" if args.lend else "gpu-quick")
+    course = state.get("course", "full")
+    mode = ("smoke (CPU, tiny sizes, demo data; the short course's order)" if args.smoke else
+            "short course (profiles/gpu-quick/short.yaml: fewest epochs)" if course == "short"
+            else "full course (gpu-quick's epochs)")
     mode += (f"; the DAGs' GPU jobs shared the GPU {args.gpu_jobs} at a time (per-rule "
              "times include the sharing)" if args.gpu_jobs > 1 else "")
+    budget = "no limit" if args.budget is None else f"{args.budget:.0f} s"
     lines = [f"# GPU proof kit: {gpus}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-             "", f"Mode: {mode}. Commit: {commit()}. Calls so far: {state['calls']}.", "",
+             "", f"Mode: {mode}. Commit: {commit()}. Calls so far: {state['calls']} (this "
+             f"one's budget: {budget}).", "",
              "## Machine and software", ""]
     if info:
         rows = [["GPU", gpus], ["nvidia-smi (name, driver, memory)", info["nvidia_smi"] or "-"],
                 ["torch / CUDA / cuDNN", f"{info['torch']} / {info['cuda']} / {info['cudnn']}"],
                 ["Python", f"{info['python']} ({info['platform']})"], ["CPUs", info["cpus"]],
                 *([k, v] for k, v in info["packages"].items()),
-                ["imports", ", ".join(f"{k}: {v}" for k, v in info["imports"].items())]]
+                ["imports", ", ".join(f"{k}: {v}" for k, v in info["imports"].items())],
+                ["torch.compile prerequisites", state.get("compile", "-")]]
         lines += [*markdown_table(["", ""], rows), ""]
-    order = [s.name for s in steps(args) if s.name in state["steps"]]
     lines += ["## Steps", "", *markdown_table(
-        ["step", "status", "s (all calls)", "calls", "log (tables.tar.gz)"],
+        ["step", "status", "s (all calls)", "calls", "note", "log (tables.tar.gz)"],
         [[k, v["status"] + (f" (exit {v['rc']})" if v.get("rc") else ""), f"{v['seconds']:.0f}",
-          v["calls"], f"kit/{k}.txt"] for k, v in ((k, state["steps"][k]) for k in order)]), "",
+          v["calls"], v.get("reason", ""), f"kit/{k}.txt"] for k, v in state["steps"].items()]),
+        "",
         "## GPU tests (`pytest -m gpu -k cuda`)", "", *gpu_test_rows(),
         "## Throughput: dermflow's loops against bare loops in the same process", "",
         *bench_rows(state)]
@@ -614,8 +727,8 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
             continue
         beside = state["steps"].get(f"dag-{run}", {}).get("beside")
         if beside:
-            lines += [f"Started beside {beside} and the other DAG (--lend): per-rule times "
-                      "include that.", ""]
+            lines += [f"Started beside {beside} and the other DAG (short course): per-rule "
+                      "times include that.", ""]
         lines += ["Per rule (Snakemake's benchmark files, results/benchmarks/*.tsv):", "",
                   *rule_rows(results), *classifier_rows(results)]
         for name in ("report/ablation.md", "synthetic/quality.md"):
@@ -626,7 +739,7 @@ def write_summary(args: argparse.Namespace, state: dict) -> None:
               "Files: tables.tar.gz (per run: report, quality, metrics, histories, per-rule "
               "benchmark TSVs; the kit's step logs, pytest XML, env.json), logs.tar.gz (rule "
               "and Snakemake logs), figures.tar.gz (every figure), kit.log.", ""]
-    (WORK / "summary.md").write_text("\n".join(lines))
+    write_atomic(WORK / "summary.md", "\n".join(lines).encode())
 
 
 def commit() -> str:
@@ -637,13 +750,25 @@ def commit() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown (no .git here)"
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside ``path`` and rename: a kit stopped hard leaves the previous file whole."""
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(data)
+    os.replace(part, path)
+
+
 def bundle(path: Path, members: list[tuple[Path, str]]) -> None:
-    with tarfile.open(path, "w:gz") as tar:
+    part = path.with_name(f".{path.name}.part")
+    with tarfile.open(part, "w:gz") as tar:
         for source, name in members:
-            tar.add(source, arcname=name)
+            with suppress(FileNotFoundError):  # a temporary a running job just renamed
+                tar.add(source, arcname=name)
+    os.replace(part, path)
 
 
 def collect(args: argparse.Namespace, state: dict) -> None:
+    """summary.md, kit.log and the tables, logs and figures bundles into --out: after every
+    step, so that whatever stops the machine, the steps finished so far are there."""
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_summary(args, state)
@@ -665,24 +790,18 @@ def collect(args: argparse.Namespace, state: dict) -> None:
     bundle(out / "tables.tar.gz", tables)
     bundle(out / "logs.tar.gz", logs)
     bundle(out / "figures.tar.gz", figures)
-    shutil.copy2(WORK / "summary.md", out / "summary.md")
-    shutil.copy2(KIT_LOG, out / "kit.log")
-    for path in out.iterdir():
-        if path.stat().st_size > OUT_FILE_LIMIT:
-            log(f"collect: {path.name} is {path.stat().st_size / MIB:.1f} MiB, over the "
-                f"{OUT_FILE_LIMIT // MIB} MiB a returned file may have: it will not come back")
-    log(f"collect: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+    write_atomic(out / "summary.md", (WORK / "summary.md").read_bytes())
+    write_atomic(out / "kit.log", KIT_LOG.read_bytes() if KIT_LOG.is_file() else b"")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="the CPU course, tiny sizes")
-    parser.add_argument("--lend", action="store_true",
-                        help="the DAGs at profiles/gpu-quick/lend.yaml's fewest epochs")
-    parser.add_argument("--budget", type=float, default=540.0,
-                        help="seconds this call may take (default 540)")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-proof-out"),
-                        help="where the results go (default $OUT)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="seconds this call may take; steps that do not fit are skipped "
+                             "to a later call (default: no limit)")
+    parser.add_argument("--out", type=Path, default=Path("gpu-proof-out"),
+                        help="where the summary and bundles go (default gpu-proof-out)")
     parser.add_argument("--work", type=Path, default=REPO / ".gpu-proof",
                         help="state, installed wheels, run folders (default .gpu-proof)")
     parser.add_argument("--ham", type=Path, default=REPO / ".data/ham10000",
@@ -695,44 +814,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=lambda v: v.split(","), default=None,
                         help="only these steps this call, comma-separated (e.g. dag-paper)")
     parser.add_argument("--prepare", action="store_true",
-                        help="here, not on the GPU: copy data and weights, get the wheels")
+                        help="where there is network: copy data and weights, get the wheels")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.prepare:
         return prepare(args.ham, args.weights)
-    global WORK, SITE, KIT_LOG
-    WORK = args.work.resolve()
-    SITE, KIT_LOG = WORK / "site", WORK / "kit.log"
-    (WORK / "logs").mkdir(parents=True, exist_ok=True)
-    unknown = set(args.steps or ()) - {s.name for s in steps(args)}
-    if unknown:
-        parser.error(f"--steps: no step {', '.join(sorted(unknown))}")
-    args.out = args.out.resolve()
-    started = time.monotonic()
+    use_work(args.work)
     state = load_state()
+    course = choose_course(args, state)
+    unknown = set(args.steps or ()) - {s.name for s in steps(args, course)}
+    if unknown:
+        sys.exit(f"--steps: no step {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    no_compile = compile_missing()
     state["calls"] += 1
+    state["compile"] = no_compile or "ok (a C compiler and Python.h)"
     save_state(state)
-    log(f"call {state['calls']}: budget {args.budget:.0f} s, work {WORK}, out {args.out}"
-        + (" (smoke)" if args.smoke else " (lend)" if args.lend else ""))
+    budget = "no limit" if args.budget is None else f"{args.budget:.0f} s"
+    log(f"call {state['calls']}: budget {budget}, {course} course, work {WORK}, out {args.out}"
+        + (" (smoke)" if args.smoke else ""))
+    if no_compile:
+        log(f"torch.compile: {no_compile}; the compiled steps are skipped")
+    code = 0
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not args.smoke and not install():
             return 1  # the wheels did not install: nothing else can run
         environment(kit_env(args))
-        run_steps(args, state, started)
+        collect(args, state)
+        run_steps(args, state, steps(args, course, no_compile), started)
     except Stopped:
         log("stopped by SIGTERM: the step running was stopped; the next call resumes it")
-        return 2
+        code = 2
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        collect(args, state)
         save_state(state)
-    pending = [k for k, v in state["steps"].items()
-               if v["status"] in ("not reached", "stopped")]
-    failed = [k for k, v in state["steps"].items() if v["status"] == "failed"]
-    log(f"call {state['calls']} ended after {time.monotonic() - started:.0f} s: "
-        + (f"to do next call: {', '.join(pending)}" if pending else "every step ran")
-        + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+        records = state["steps"]
+        pending = [k for k, v in records.items()
+                   if v["status"] in ("not reached", "stopped", "skipped: budget")]
+        failed = [k for k, v in records.items() if v["status"] == "failed"]
+        log(f"call {state['calls']} ended after {time.monotonic() - started:.0f} s: "
+            + (f"to do next call: {', '.join(pending)}" if pending else "every step ran")
+            + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+        collect(args, state)
+    return code or (1 if failed else 0)
 
 
 WORK = SITE = KIT_LOG = Path()

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Download, here (with network), exactly the wheels the lent GPU machine lacks, into .whl/.
+# Download, where there is network, exactly the wheels an offline GPU machine lacks, into
+# .whl/ (benchmarks/gpu_proof.py installs them there).
 #
-# That machine has CPython 3.12 (manylinux x86_64) with torch 2.11 (CUDA), torchvision,
-# timm, numpy, scipy, pandas, scikit-learn, opencv, matplotlib, pillow, jinja2, pyyaml,
-# requests, psutil, tabulate, wrapt, attrs, tqdm, ... and no network. It lacks snakemake,
-# captum, torch-fidelity, lpips and jsonschema; WHEELS below is their whole closure minus
-# what is there (pins: the versions the dev environment runs). Left out on purpose:
+# The machine is expected to have CPython 3.12 (manylinux x86_64) with torch 2.11 (CUDA),
+# torchvision, timm, numpy, scipy, pandas, scikit-learn, opencv, matplotlib, pillow, jinja2,
+# pyyaml, requests, psutil, tabulate, wrapt, attrs, tqdm, ... (a CUDA torch image) and no
+# network. It lacks snakemake, captum, torch-fidelity, lpips, jsonschema and the test runner
+# (pytest, for the GPU tests); WHEELS below is their whole closure minus what is there (pins:
+# the versions the dev environment runs). Left out on purpose:
 #   pulp  (snakemake's ILP scheduler, ~17 MB with its solver binaries): run snakemake with
 #         --scheduler greedy (without pulp the ILP scheduler would fall back to it anyway).
-# Carried although the machine has them: packaging 25.0 (snakemake-interface-common wants
-# <26, the machine's version is unknown) and typing-extensions 4.16.0 (pydantic wants
-# >=4.16). On the GPU machine, before anything else (snakemake as `python3 -m snakemake`):
+# Carried although the machine may have them: packaging 25.0 (snakemake-interface-common
+# wants <26) and typing-extensions 4.16.0 (pydantic wants >=4.16). By hand on the machine
+# (snakemake as `python3 -m snakemake`):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #
@@ -18,13 +20,12 @@
 #        bash benchmarks/gpu_wheels.sh --check  only check the .whl/ already there
 # The check reads every wheel's Requires-Dist (markers evaluated for CPython 3.12 on
 # x86_64 Linux) and fails unless each is met by another wheel of .whl/ or by the GPU
-# machine's own packages (DEVICE_HAS), and unless .whl/ holds exactly WHEELS.
+# machine's own packages (MACHINE_HAS), and unless .whl/ holds exactly WHEELS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 DEST=${WHEEL_DIR:-.whl}  # the kit carries .whl; another folder for checks
-HAM_DIR=${HAM_DIR:-../shared/data/ham10000}  # where the 1/3-scale images zip and metadata are
 
 WHEELS=(
   # what dermflow imports
@@ -33,6 +34,11 @@ WHEELS=(
   torch-fidelity==0.4.0
   lpips==0.1.4
   jsonschema==4.26.0
+  # the GPU tests' runner and its needs (and packaging, below)
+  pytest==9.1.1
+  iniconfig==2.3.1
+  pluggy==1.7.0
+  pygments==2.21.0
   # jsonschema's needs
   jsonschema-specifications==2025.9.1
   referencing==0.37.0
@@ -76,8 +82,8 @@ WHEELS=(
 )
 # Published as a source archive only: built here into a pure-Python py3-none-any wheel.
 SDIST_ONLY=(connection-pool==0.0.3)
-# The GPU machine's packages that these wheels need (versions where they were read there).
-DEVICE_HAS="torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 scipy pillow matplotlib tqdm attrs
+# The GPU machine's packages that these wheels need (versions where they were read on one).
+MACHINE_HAS="torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 scipy pillow matplotlib tqdm attrs
 jinja2 pyyaml requests psutil tabulate wrapt"
 NOT_CARRIED="pulp"
 
@@ -93,8 +99,7 @@ if [[ ${1:-} != --check ]]; then
   "$PYTHON" -m pip wheel -q --no-deps --no-binary=:all: -w "$DEST" "${SDIST_ONLY[@]}"
 fi
 
-"$PYTHON" - "$DEST" "$HAM_DIR" "$DEVICE_HAS" "$NOT_CARRIED" "${WHEELS[@]}" "${SDIST_ONLY[@]}" <<'EOF'
-import subprocess
+"$PYTHON" - "$DEST" "$MACHINE_HAS" "$NOT_CARRIED" "${WHEELS[@]}" "${SDIST_ONLY[@]}" <<'EOF'
 import sys
 import zipfile
 from email.parser import Parser
@@ -109,18 +114,17 @@ except ImportError:  # pip carries its own copy
     from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
     from pip._vendor.packaging.version import Version
 
-dest, ham, device_has, not_carried, *pins = sys.argv[1:]
+dest, machine_has, not_carried, *pins = sys.argv[1:]
 MIB = 1 << 20
-LIMIT = 64 * MIB
 env = {"python_version": "3.12", "python_full_version": "3.12.3", "os_name": "posix",
        "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
        "implementation_name": "cpython", "platform_python_implementation": "CPython",
        "extra": ""}
 wanted = {canonicalize_name(p.split("==")[0]): Version(p.split("==")[1]) for p in pins}
-device = {}
-for item in device_has.split():
+machine = {}
+for item in machine_has.split():
     name, _, version = item.partition("==")
-    device[canonicalize_name(name)] = Version(version) if version else None
+    machine[canonicalize_name(name)] = Version(version) if version else None
 skipped = {canonicalize_name(n) for n in not_carried.split()}
 
 wheels, problems = {}, []
@@ -155,8 +159,8 @@ for name, (version, path) in sorted(wheels.items()):
         if need in wheels:
             met = req.specifier.contains(wheels[need][0], prereleases=True)
             where = f"wheel {wheels[need][0]}"
-        elif need in device:
-            have = device[need]
+        elif need in machine:
+            have = machine[need]
             met = have is None or req.specifier.contains(have, prereleases=True)
             where = f"GPU machine {have}" if have else "GPU machine (version not read)"
         elif need in skipped:
@@ -172,22 +176,6 @@ total = sum(s for s, _ in sizes)
 print(f"\nwheels, largest first ({len(sizes)}, {total:,} bytes = {total / MIB:.2f} MiB):")
 for size, file in sizes:
     print(f"  {size / MIB:6.2f} MiB  {file}")
-tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         capture_output=True, check=True).stdout.split(b"\0")
-tree = sum(Path(f.decode()).stat().st_size for f in tracked if f and Path(f.decode()).is_file())
-data = [Path(ham) / "HAM10000_images_200x150.zip", Path(ham) / "HAM10000_metadata.csv"]
-print(f"\nwhat travels in one device call (limit {LIMIT // MIB} MiB):")
-print(f"  {total / MIB:6.2f} MiB  {dest}/ ({len(sizes)} wheels)")
-print(f"  {tree / MIB:6.2f} MiB  the working tree (tracked + untracked, not ignored)")
-together = total + tree
-for path in data:
-    if path.is_file():
-        together += path.stat().st_size
-        print(f"  {path.stat().st_size / MIB:6.2f} MiB  {path}")
-    else:
-        print(f"  (not found: {path}; set HAM_DIR)")
-verdict = "fits one call" if together <= LIMIT else "TOO BIG for one call: carry in two"
-print(f"  {together / MIB:6.2f} MiB  together: {verdict}")
 if problems:
     print("\nPROBLEMS:\n  " + "\n  ".join(problems), file=sys.stderr)
     sys.exit(1)

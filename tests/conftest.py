@@ -226,7 +226,7 @@ class SmokeCourse:
     first: subprocess.CompletedProcess  # stopped by SIGTERM once the split was made
     first_state: dict  # .gpu-proof/state.json after the first call
     first_summary: bool  # whether the first call wrote out/summary.md
-    second: subprocess.CompletedProcess  # --lend --gpu-jobs 2: resumes and finishes
+    second: subprocess.CompletedProcess  # --budget, --gpu-jobs 2: resumes and finishes
 
 
 KIT_PARTS = ("benchmarks", "tests", "pyproject.toml")  # what the GPU kit needs beside them
@@ -241,10 +241,11 @@ def kit_command(work: Path, *args: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def smoke_course(tmp_path_factory) -> SmokeCourse:
-    """The GPU proof kit's CPU course, called as a lend would call it: the first call is
-    stopped by SIGTERM (as a command limit would) once the split is made, the second
-    resumes the DAGs beside the GPU tests and runs the benchmarks. Its protocol-paper DAG
-    (demo data, the proposed model only) is also the suite's run of the paper's split."""
+    """The GPU proof kit's CPU course, called as on a time-limited machine: the first call
+    is stopped by SIGTERM (as the machine's end would) once the split is made, the second,
+    within a budget, runs the benchmarks and then resumes the DAGs beside the GPU tests. Its
+    protocol-paper DAG (demo data, the proposed model only) is also the suite's run of the
+    paper's split."""
     work = copy_workflow(tmp_path_factory.mktemp("smoke"), WORKFLOW_PARTS + KIT_PARTS)
     with subprocess.Popen(kit_command(work, "--steps", "dag-quick"), cwd=work, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as running:
@@ -257,7 +258,7 @@ def smoke_course(tmp_path_factory) -> SmokeCourse:
     first = subprocess.CompletedProcess(running.args, running.returncode, output)
     state = json.loads((work / ".gpu-proof/state.json").read_text())
     summary = (work / "out/summary.md").is_file()
-    second = subprocess.run(kit_command(work, "--lend", "--gpu-jobs", "2"), cwd=work,
+    second = subprocess.run(kit_command(work, "--budget", "1500", "--gpu-jobs", "2"), cwd=work,
                             capture_output=True, text=True, timeout=1800)
     return SmokeCourse(work, first, state, summary, second)
 
