@@ -2,7 +2,7 @@
 where there is none, and once more on the CPU as its stand-in, so the same code path is
 exercised in CI before any GPU runs it.
 
-benchmarks/gpu_proof.py runs the CUDA half (``-m gpu -k cuda``) on a lent GPU machine. The
+benchmarks/gpu_proof.py runs the CUDA half (``-m gpu -k cuda``) on a GPU machine. The
 CUDA variants use the real sizes (224 px, config.yaml's networks, the benchmarks' batch of
 128 where a model is compiled, so the benchmarks' compiles can reuse the compile cache);
 the CPU stand-ins use tiny ones.
