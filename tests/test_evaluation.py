@@ -93,6 +93,8 @@ def test_declared_comparisons_default_to_the_proposed_model_against_existing_bas
                "recipe": "other"}]
     assert declared_pairs(found, None) == [("prop", "aug"), ("prop", "plain"),
                                            ("prop", "strong")]  # real images, same task
+    found += experiments(("rep", "oversample", "resnet50v2_deit"))
+    assert declared_pairs(found, None)[:3] == [("prop", "aug"), ("prop", "rep"), ("prop", "plain")]
 
 
 def test_an_unknown_experiment_in_the_declared_comparisons_is_a_config_error_naming_it():

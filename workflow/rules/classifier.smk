@@ -16,13 +16,14 @@ rule build_dataset:
     output:
         table=f"{RUN}/datasets/{{balance}}/dataset.csv",
     wildcard_constraints:
-        balance="|".join(["none", *GENERATORS]),
+        balance="|".join(["none", "oversample", *GENERATORS]),
     params:
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
         folds=FOLDS,
         fold=fold_index,
+        synthesis=lambda wc: config["synthesis"] if wc.balance == "oversample" else None,
         code=code_hash("dermflow.experiments.datasets"),
     log:
         f"logs/{tag(RUN, 'build_dataset_{balance}')}.log",

@@ -2,10 +2,10 @@
 
 ``report.comparisons`` lists experiment pairs; by default the proposed model on C'GAN
 data is compared with the same model and task under each baseline balance mode
-(classical augmentation, no balancing) and with the strong baseline (timm ResNetV2-50
-alone on the real images, trained by its own modern recipe), where those experiments
-exist. Read while the workflow plans and by config validation, so nothing heavy is
-imported here.
+(classical augmentation, real images repeated to the same counts, no balancing) and
+with the strong baseline (timm ResNetV2-50 alone on the real images, trained by its own
+modern recipe), where those experiments exist. Read while the workflow plans and by
+config validation, so nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from dermflow.errors import ConfigError
 
 PROPOSED = ("cgan", "resnet50v2_deit")  # (balance, model) of the source paper's method
-BASELINES = ("augment", "none")  # what the proposed model is compared with by default
+BASELINES = ("augment", "oversample", "none")  # what the proposed model faces by default
 STRONG_BASELINE = ("none", "resnetv2_50", "strong_baseline")  # (balance, model, recipe)
 
 

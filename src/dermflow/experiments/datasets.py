@@ -5,10 +5,13 @@ dermflow.gan.registry): real + the generator's synthetic images, split as split_
 decided (per protocol). ``augment``: the paper's
 ablation (iv): the same per-class numbers as synthesis, made by classical
 augmentation (flips, rotation, shift/scale, colour jitter) of training-pool
-images, split the same way as synthetic images would be.
+images, split the same way as synthetic images would be. ``oversample``: the control
+synthetic images must beat: real train-split images drawn again (the synthesis plan's
+seeded round-robin draws of sources) to the plan's per-class counts, added to train only.
 
 A dataset is a table (``dataset.csv``) whose rows point into arrays: ``cache``
-(the real image cache), ``synthetic`` or ``augmented``; no real image is copied.
+(the real image cache), ``synthetic`` or ``augmented``; no real image is copied (a
+repeat is a second row pointing at the same cache row, with ``source`` ``repeat``).
 dermflow.data.cache.load_dataset reads it back.
 """
 
@@ -70,6 +73,22 @@ def augmented_images(images: np.ndarray, manifest: pd.DataFrame, seed: int,
     return out
 
 
+def repeated_rows(index: pd.DataFrame, synthesis: dict[str, Any], seed: int) -> pd.DataFrame:
+    """Dataset rows repeating train-split real images, per class as many as the synthesis
+    plan gives that split (under ``grouped`` exactly the plan of the generator's pool; under
+    ``paper``, whose pool is every image, the targets scaled to the train split, the share
+    of the pooled set that train gets). Sources are drawn as synthesis draws them, so each
+    real image of a class repeats about as often as any other."""
+    pool = index[index["split"] == "train"]
+    manifest = plan(pool, synthetic_counts(pool["dx"].value_counts().to_dict(), synthesis),
+                    seed)
+    return pd.DataFrame({
+        "image_id": manifest["synthetic_id"].str.replace("SYN_", "REP_"), "source": "repeat",
+        "array": "cache", "row": manifest["source_row"].astype(int),
+        "lesion_id": manifest["lesion_id"], "dx": manifest["dx"],
+        "label": manifest["dx"].map(CLASSES.index), "split": "train"})[list(COLUMNS)]
+
+
 def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, *,
                   protocol: str, split_settings: dict[str, Any], seed: int,
                   out_csv: str | os.PathLike[str], synthetic_manifest: str | None = None,
@@ -77,7 +96,7 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
                   out_npy: str | None = None, folds: int = 1, fold: int = 0) -> pd.DataFrame:
     """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode
     (of cross-validation fold ``fold`` of ``folds``, which only the paper protocol's pooled
-    split of the augmented images needs)."""
+    split of the augmented images needs). ``oversample`` needs ``synthesis``."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
     fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
     split = index[["image_id", "lesion_id", "dx", "split"]]
@@ -102,6 +121,11 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
                             folds=folds, fold=fold)
         pooled["source"] = pooled["source"].replace("synthetic", "augmented")
         table = _with_rows(pooled, index, manifest, "augmented")
+    elif balance == "oversample":
+        if synthesis is None:
+            raise ValueError("balance oversample needs the synthesis settings")
+        table = pd.concat([_with_rows(split.assign(source="real"), index, None, "cache"),
+                           repeated_rows(index, synthesis, seed)], ignore_index=True)
     else:
         raise ValueError(f"balance: unknown mode {balance!r}; one of {', '.join(BALANCES)}")
     if protocol == "grouped" and (table.loc[table["split"] != "train", "source"] != "real").any():

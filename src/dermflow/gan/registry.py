@@ -49,7 +49,7 @@ GENERATORS: dict[str, GeneratorKind] = {
 }
 
 
-BALANCES = ("none", *GENERATORS, "augment")  # experiments' balance modes (README: Experiments)
+BALANCES = ("none", *GENERATORS, "augment", "oversample")  # balance modes (README: Experiments)
 
 
 def generator_kind(kind: str) -> GeneratorKind:
