@@ -214,3 +214,48 @@ def test_tta_is_the_mean_of_its_views_and_invariant_under_them():
                                    atol=1e-6)
     assert not np.allclose(probs(rotations[1], "flip"), probs(images, "flip"), atol=1e-4)
     assert len(VIEWS["dihedral"]) == 8 and np.allclose(probs(images, "flip").sum(1), 1)
+
+
+def test_an_epoch_budget_draws_the_same_number_of_images_from_any_table():
+    small, large = torch.arange(10), torch.arange(100, 137)
+    for train in (small, large):
+        order = epoch_order(train, None, torch.Generator().manual_seed(4), 24)
+        counts = np.bincount(order.numpy() - int(train[0]), minlength=len(train))
+        assert len(order) == 24 and set(order.tolist()) <= set(train.tolist())
+        assert counts.max() - counts.min() <= 1  # shuffled passes: each image as often, +-1
+        weights = image_weights(np.arange(len(train)) % 3, 0.5)
+        assert len(epoch_order(train, weights, torch.Generator().manual_seed(4), 24)) == 24
+    again = epoch_order(small, None, torch.Generator().manual_seed(4), 24)
+    assert torch.equal(again, epoch_order(small, None, torch.Generator().manual_seed(4), 24))
+    unset = epoch_order(large, None, torch.Generator().manual_seed(4))  # today's epoch, as was
+    assert torch.equal(unset, large[torch.randperm(37, generator=torch.Generator().manual_seed(4))])
+    assert torch.equal(epoch_order(large, None, torch.Generator().manual_seed(4), 37), unset)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "balanced"])
+def test_with_an_epoch_budget_datasets_of_any_size_train_the_same_steps(sampling):
+    """A dataset 2.5x the real pool gets the same optimizer steps, and metrics.json says so."""
+    from dermflow.experiments.classifier import training_budget
+
+    data = colour_data(n=280)
+    steps, budgets = [], []
+    for train in (np.arange(40), np.arange(100)):
+        optimizers = []
+
+        def adam(model, optimizers=optimizers):
+            optimizers.append(torch.optim.Adam(model.parameters(), lr=1e-3))
+            return optimizers[-1]
+
+        cfg = TrainConfig(epochs=2, batch_size=16, augment=False, sampling=sampling,
+                          epoch_images=70)
+        result = fit(small_net(), data, train, np.arange(200, 280), cfg, optimizer_factory=adam)
+        state = next(iter(optimizers[0].state.values()))
+        steps.append(int(state["step"]))
+        budgets.append(training_budget(result.history, len(train),
+                                       {"epoch_images": 70, "batch_size": 16}))
+    assert steps == [8, 8]  # 2 epochs x 4 full batches of the 70 drawn images
+    assert [b["optimizer_steps"] for b in budgets] == steps
+    assert budgets[0] == budgets[1] == {"epoch_images": 70, "epochs_trained": 2,
+                                        "optimizer_steps": 8, "images_seen": 128}
+    plain = training_budget(result.history, 100, {"epoch_images": None, "batch_size": 16})
+    assert plain["optimizer_steps"] == 2 * steps_per_epoch(100, 16) == 12  # null: the table

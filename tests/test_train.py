@@ -47,7 +47,7 @@ CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3)
 RECIPE = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3, optimizer="adamw",
                      weight_decay=0.05, lr_schedule="onecycle", lr_warmup_epochs=1.5,
                      label_smoothing=0.1, sampling="balanced", sampling_power=0.5, ema=0.9,
-                     class_weights=True)
+                     class_weights=True, epoch_images=130)
 
 
 def test_training_learns_and_records_history():

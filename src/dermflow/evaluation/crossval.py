@@ -31,6 +31,7 @@ from dermflow.evaluation.predictions import classes_of, probabilities
 log = logging.getLogger(__name__)
 
 KEYS = ["image_id", "lesion_id", "split", "source", "dx", "label"]
+BUDGET = ("optimizer_steps", "images_seen")  # a run's training budget, summed over the runs
 
 
 def _mean(parts: list[pd.DataFrame], prob: list[str]) -> pd.DataFrame:
@@ -89,9 +90,11 @@ def cross_predict(runs: dict[tuple[int, int], tuple[str, str]], *, out_predictio
         **{k: first[k] for k in ("experiment", "name", "balance", "model", "task",
                                  "parameters_millions") if k in first},
         "runs": len(runs), "training_seconds": sum(t["training_seconds"] for t in trained.values()),
+        **{k: sum(t[k] for t in trained.values()) for k in BUDGET},
         "images_per_s": float(np.median([t["images_per_s"] for t in trained.values()])),
         "per_run": [{"fold": f, "seed": s, "best_epoch": trained[(f, s)]["best_epoch"],
-                     "training_seconds": trained[(f, s)]["training_seconds"]}
+                     "training_seconds": trained[(f, s)]["training_seconds"],
+                     **{k: trained[(f, s)][k] for k in ("epoch_images", *BUDGET)}}
                     for f, s in sorted(runs)]}, out_metrics)
     log.info("%d runs joined: %d out-of-fold, %d test, %d external predictions", len(runs),
              *(int((joined["split"] == s).sum()) for s in ("oof", "test", "external")))

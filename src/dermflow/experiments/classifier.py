@@ -33,7 +33,14 @@ from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import save_model
 from dermflow.training.batches import ImageTensor
 from dermflow.training.distributed import is_writer, run_distributed
-from dermflow.training.loop import TrainConfig, fit, predict, resolve_compile, scores
+from dermflow.training.loop import (
+    TrainConfig,
+    fit,
+    predict,
+    resolve_compile,
+    scores,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +59,23 @@ def stage_config(settings: dict[str, Any], *, epochs: int, lr: float, patience: 
                        lr_warmup_epochs=settings["lr_warmup_epochs"],
                        label_smoothing=settings["label_smoothing"],
                        sampling=settings["sampling"], sampling_power=settings["sampling_power"],
-                       ema=settings["ema"],
+                       epoch_images=settings["epoch_images"], ema=settings["ema"],
                        compile=resolve_compile(settings["compile"], device),
                        precision=precision, seed=seed, extra=extra)
+
+
+def training_budget(history: pd.DataFrame, train_images: int, settings: dict[str, Any],
+                    ) -> dict[str, int]:
+    """What a run trained for, so experiments on datasets of different sizes can be read at
+    their budgets: the images an epoch draws (``epoch_images``, else the training split's
+    size), the epochs run (every stage, early stopping included), optimizer steps and
+    images seen (global batches: the same on any number of GPUs)."""
+    per_epoch = settings["epoch_images"] or train_images
+    steps = steps_per_epoch(per_epoch, settings["batch_size"])
+    epochs = len(history)
+    return {"epoch_images": per_epoch, "epochs_trained": epochs,
+            "optimizer_steps": epochs * steps,
+            "images_seen": epochs * min(steps * settings["batch_size"], per_epoch)}
 
 
 def train_model(model: FreezableClassifier, data: ImageTensor, train: np.ndarray,
@@ -142,11 +163,12 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
              experiment["balance"], len(train), sources, len(val), len(test),
              backbones.count_parameters(model), device)
     log.info("recipe %s: %s lr %g (%s, warm-up %g epochs), weight decay %g, label smoothing "
-             "%g, %s sampling (power %g), EMA %g, test-time augmentation %s",
+             "%g, %s sampling (power %g), %s images per epoch, EMA %g, test-time augmentation "
+             "%s",
              experiment.get("recipe", "the model's own"), settings["optimizer"], settings["lr"],
              settings["lr_schedule"], settings["lr_warmup_epochs"], settings["weight_decay"],
              settings["label_smoothing"], settings["sampling"], settings["sampling_power"],
-             settings["ema"], settings["tta"])
+             settings["epoch_images"] or len(train), settings["ema"], settings["tta"])
     started = time.perf_counter()
     history, best_epoch, best_stage = train_model(
         model, data, train, val, settings, device=device, precision=precision, seed=seed,
@@ -169,6 +191,7 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
                "best_stage": best_stage,
                "val": {k[4:]: float(best[k]) for k in best.index if str(k).startswith("val_")},
                "test": test_scores, "train_images": sources,
+               **training_budget(history, len(train), settings),
                "parameters_millions": backbones.count_parameters(model),
                "training_seconds": seconds,
                "images_per_s": float(history["images_per_s"].median()), "device": str(device),

@@ -7,9 +7,9 @@ model's recipe (or the named recipe of its ``recipe`` key, from RECIPES), then t
 experiment's own ``overrides``. Recipes hold how a paper trains (schedule, freezing,
 optimizer, learning rate and its schedule, augmentation, class weights or sampling,
 early stopping, EMA, test-time augmentation), never the run's budget (epochs, batch
-size, GPUs), which the config section sets for every experiment. No torch here: the
-workflow reads this while it plans; builders are named by dotted path and imported only
-when a job builds the model (dermflow.models.factory).
+size, images per epoch, GPUs), which the config section sets for every experiment. No
+torch here: the workflow reads this while it plans; builders are named by dotted path and
+imported only when a job builds the model (dermflow.models.factory).
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     sampling: str = "uniform"  # uniform | balanced (class weights 1/f^sampling_power)
     sampling_power: float = 0.5
+    epoch_images: int | None = None  # images an epoch draws (sampling.epoch_order); None: all
     ema: float = 0.0  # decay of the weights' moving average (validated and kept); 0: off
     compile: bool = False
     precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
@@ -183,7 +184,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
     optimizer = optimizer_factory(model) if optimizer_factory else make_optimizer(model, cfg)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     schedule = resolve(cfg.lr_schedule, cfg.plateau_patience)
-    steps = steps_per_epoch(len(train_idx), cfg.batch_size)
+    steps = steps_per_epoch(cfg.epoch_images or len(train_idx), cfg.batch_size)
     total_steps, warmup_steps = cfg.epochs * steps, round(cfg.lr_warmup_epochs * steps)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     lower = cfg.monitor == "val_loss"
@@ -235,7 +236,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
             break
         host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
-        order = epoch_order(train_tensor, drawing, host_gen)
+        order = epoch_order(train_tensor, drawing, host_gen, cfg.epoch_images)
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)

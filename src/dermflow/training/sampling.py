@@ -4,8 +4,9 @@ drawn with replacement with class weights 1/f^power (``balanced``).
 f is a class's share of the training table, so ``balanced`` composes with the balance
 modes: it reweights whatever the table holds, synthetic or augmented images included.
 power 0.5 (square-root balancing) draws class c in proportion to sqrt(n_c); power 1
-draws every class equally often. An epoch draws as many images as the table has, from
-the epoch's generator, so a resumed run draws the same images.
+draws every class equally often. An epoch draws as many images as the table has, or
+``size`` (the ``epoch_images`` budget: the same optimizer steps on datasets of any size),
+from the epoch's generator, so a resumed run draws the same images.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ def image_weights(labels: np.ndarray, power: float) -> torch.Tensor:
 
 
 def epoch_order(train: torch.Tensor, weights: torch.Tensor | None,
-                generator: torch.Generator) -> torch.Tensor:
-    """Positions of one epoch's images: a permutation of ``train`` without weights, else
-    len(train) draws with replacement by ``weights`` (aligned with ``train``)."""
+                generator: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Positions of one epoch's ``size`` images (None: len(train)). Without weights, shuffled
+    passes over ``train`` cut at ``size``, so each image comes up as often as any other, to
+    one (one permutation when ``size`` is len(train)); else ``size`` draws with replacement
+    by ``weights`` (aligned with ``train``)."""
+    size = len(train) if size is None else size
     if weights is None:
-        return train[torch.randperm(len(train), generator=generator)]
-    return train[torch.multinomial(weights, len(train), replacement=True, generator=generator)]
+        passes = [torch.randperm(len(train), generator=generator)
+                  for _ in range(-(-size // max(len(train), 1)))]
+        return train[torch.cat(passes)[:size]]
+    return train[torch.multinomial(weights, size, replacement=True, generator=generator)]
