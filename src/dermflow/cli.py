@@ -81,11 +81,12 @@ def _split(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import torch
 
-    from dermflow.experiments.predict import predict_files
+    from dermflow.experiments.predict import model_files, predict_files
 
     config = _merged_config(args.config) if args.config else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    table = predict_files(args.model, args.images, device=device, config=config, tta=args.tta)
+    models, images = model_files([args.model, *args.images])
+    table = predict_files(models, images, device=device, config=config, tta=args.tta)
     if args.out:
         write_csv(table, args.out)
     else:
@@ -153,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="class probabilities of image files with a trained "
                                        "classifier (results/experiments/<name>/model.pt)")
     p.add_argument("model", metavar="MODEL",
-                   help="a classifier's model file, results/experiments/<name>/model.pt")
+                   help="a classifier's model file, results/experiments/<name>/model.pt; more "
+                        ".pt files or folders of them (a cross-validated experiment's fold "
+                        "models) may follow: their probabilities are averaged, as the "
+                        "pipeline's fold ensemble")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="JPEG or PNG files; one that validation would set aside gets a row "
                         "naming its problem (and the exit status is 1)")

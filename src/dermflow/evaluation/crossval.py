@@ -6,7 +6,9 @@ runs of an experiment give one prediction table with three parts:
 - ``oof``: out-of-fold predictions, every non-test image once, predicted by its fold's
   models (the mean of their probabilities over seeds), none of which trained on it;
 - ``test`` and ``external``: the fold ensemble, the mean of all K x S models'
-  probabilities for every test (and external) image.
+  probabilities for every test (and external) image (``ensemble_mean``, which
+  ``dermflow predict`` averages a model folder with too, so what a user deploys is what
+  was evaluated).
 
 evaluate and compare then treat ``oof`` like a test split. Each run's own validation
 scores (runs.csv) feed the corrected resampled t-test and the per-fold mean and SD.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +37,19 @@ KEYS = ["image_id", "lesion_id", "split", "source", "dx", "label"]
 BUDGET = ("optimizer_steps", "images_seen")  # a run's training budget, summed over the runs
 
 
+def ensemble_mean(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The fold ensemble's probabilities (images x classes): the unweighted mean of its
+    models' (rows aligned), each of the K x S runs counting once."""
+    return np.stack(probabilities).mean(axis=0)
+
+
 def _mean(parts: list[pd.DataFrame], prob: list[str]) -> pd.DataFrame:
-    """Rows identified by image and split, probabilities averaged over the parts."""
-    stacked = pd.concat(parts, ignore_index=True)
-    mean = stacked.groupby(["split", "image_id"], sort=True)[prob].mean()
-    first = stacked.drop_duplicates(["split", "image_id"]).set_index(["split", "image_id"])
-    return first[[k for k in KEYS if k not in ("split", "image_id")]].join(mean).reset_index()
+    """Rows identified by image and split, probabilities averaged over the parts (each holds
+    the same rows: one fold's seeds on its validation images, or every run's held-out ones)."""
+    keyed = [part.set_index(["split", "image_id"]).sort_index() for part in parts]
+    first = keyed[0][[k for k in KEYS if k not in ("split", "image_id")]].copy()
+    first[prob] = ensemble_mean([part.loc[first.index, prob].to_numpy() for part in keyed])
+    return first.reset_index()
 
 
 def join_runs(runs: dict[tuple[int, int], pd.DataFrame]) -> pd.DataFrame:
