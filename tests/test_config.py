@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
 from dermflow.config import load_config, validate_config
 from dermflow.errors import ConfigError
+from dermflow.models.registry import experiment_settings
 
 
 @pytest.fixture
@@ -16,15 +18,38 @@ def config(repo):
     return yaml.safe_load((repo / "config.yaml").read_text())
 
 
+def merged_profile(repo, config, *files: str) -> dict:
+    """config.yaml with a profile's files merged over it, as Snakemake merges them."""
+    merged = copy.deepcopy(config)
+    for name in files:
+        for key, value in yaml.safe_load((repo / name).read_text()).items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    return merged
+
+
 @pytest.mark.parametrize("profile", ["demo", "papers", "dermagan", "cpu-smoke", "cpu-science",
-                                     "gpu-quick"])
+                                     "gpu-quick", "cpu-study"])
 def test_shipped_configs_are_valid(repo, config, profile):
     assert load_config(repo / "config.yaml")["protocol"] == "grouped"
-    merged = copy.deepcopy(config)
-    for key, value in yaml.safe_load((repo / f"profiles/{profile}/{profile}.yaml").read_text()
-                                     ).items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    merged = merged_profile(repo, config, f"profiles/{profile}/{profile}.yaml")
     assert validate_config(merged)["experiments"] == merged["experiments"]
+
+
+def test_the_study_trains_every_balance_mode_for_the_same_budget(repo, config):
+    """profiles/cpu-study: one classifier and recipe, the same steps for every dataset, and
+    its paper-protocol target a valid config of the C'GAN experiment alone."""
+    study = validate_config(merged_profile(repo, config, "profiles/cpu-study/cpu-study.yaml"))
+    runs = {e["balance"]: experiment_settings(study["classifier"], e)
+            for e in study["experiments"]}
+    assert sorted(runs) == ["augment", "cgan", "none", "oversample"]
+    assert len({json.dumps(s, sort_keys=True) for s in runs.values()}) == 1
+    assert runs["cgan"]["epoch_images"] and runs["cgan"]["sampling"] == "balanced"
+    assert study["cv"]["folds"] == 3 and study["protocol"] == "grouped"
+    assert ["cgan", "oversample"] in study["report"]["comparisons"]
+    paper = validate_config(merged_profile(repo, config, "profiles/cpu-study/cpu-study.yaml",
+                                           "profiles/cpu-study-paper/paper.yaml"))
+    assert paper["protocol"] == "paper" and paper["cv"]["folds"] == 1
+    assert experiment_settings(paper["classifier"], paper["experiments"][0]) == runs["cgan"]
 
 
 def test_defaults_are_filled(config):
