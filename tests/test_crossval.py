@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from dermflow.errors import DatasetError
-from dermflow.evaluation.crossval import join_runs, run_scores
+from dermflow.evaluation.crossval import cross_predict, join_runs, run_scores
 from dermflow.evaluation.significance import corrected_t_test
 
 CLASSES = ("a", "b")
@@ -73,3 +75,22 @@ def test_corrected_t_test_against_a_hand_computed_case():
                                                             abs=5e-5)
     assert got["share_a_better"] == pytest.approx(0.8)
     assert np.isnan(corrected_t_test(np.array([0.1]), 1, 4)["p_value"])  # one run: no test
+
+
+def test_the_joined_metrics_carry_each_runs_training_budget(tmp_path):
+    """The report states each experiment's budget: per run, and summed over the runs."""
+    runs = {}
+    for fold, ids in enumerate(FOLDS[:2]):
+        paths = (tmp_path / f"p{fold}.csv", tmp_path / f"m{fold}.json")
+        run(fold, 0, ids, TEST).to_csv(paths[0], index=False)
+        paths[1].write_text(json.dumps({
+            "experiment": "x", "train_images": {"real": 8}, "best_epoch": 1,
+            "training_seconds": 1.0, "images_per_s": 5.0, "epoch_images": 64,
+            "epochs_trained": 3, "optimizer_steps": 12, "images_seen": 192 + fold}))
+        runs[(fold, 0)] = tuple(map(str, paths))
+    cross_predict(runs, out_predictions=str(tmp_path / "p.csv"),
+                  out_runs=str(tmp_path / "r.csv"), out_metrics=str(tmp_path / "m.json"))
+    joined = json.loads((tmp_path / "m.json").read_text())
+    assert joined["optimizer_steps"] == 24 and joined["images_seen"] == 385
+    assert [r["optimizer_steps"] for r in joined["per_run"]] == [12, 12]
+    assert [r["epoch_images"] for r in joined["per_run"]] == [64, 64]

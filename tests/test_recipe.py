@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dermflow.experiments.classifier import training_budget
 from dermflow.training.batches import ImageTensor
 from dermflow.training.ema import EMA
 from dermflow.training.loop import TrainConfig, cross_entropy, fit, predict, steps_per_epoch
@@ -235,8 +236,6 @@ def test_an_epoch_budget_draws_the_same_number_of_images_from_any_table():
 @pytest.mark.parametrize("sampling", ["uniform", "balanced"])
 def test_with_an_epoch_budget_datasets_of_any_size_train_the_same_steps(sampling):
     """A dataset 2.5x the real pool gets the same optimizer steps, and metrics.json says so."""
-    from dermflow.experiments.classifier import training_budget
-
     data = colour_data(n=280)
     steps, budgets = [], []
     for train in (np.arange(40), np.arange(100)):
