@@ -130,11 +130,11 @@ def test_cluster_bootstrap_hand_computed_case():
 
 
 def test_lesions_are_drawn_within_their_class_so_every_class_is_in_every_resample():
-    labels = np.array([0] * 20 + [1] * 2 + [2] * 2)  # classes 1 and 2: one lesion each
-    rows = table(labels, one_hot_probs(labels), np.arange(24) // 2)  # two images a lesion
-    weights = cluster_weights(clusters_of(rows), 500, seed=1, strata=labels)
+    labels = np.array([0] * 20 + [1] * 10 + [2] * 10)  # 10, 5 and 5 lesions
+    rows = table(labels, one_hot_probs(labels), np.arange(40) // 2)  # two images a lesion
+    weights = cluster_weights(clusters_of(rows), 500, seed=1, strata=labels, min_clusters=5)
     per_class = np.stack([weights[:, labels == c].sum(1) for c in range(3)], axis=1)
-    assert (per_class == [20, 2, 2]).all()  # every class, with its images, in every resample
+    assert (per_class == [20, 10, 10]).all()  # every class, with its images, in every resample
     values = resample_metrics(rows, resamples=500, seed=1, names=("balanced_accuracy",))
     assert (values["balanced_accuracy"] == 1).all()
 

@@ -128,7 +128,9 @@ def test_evaluation_comparisons_and_report_show_cross_validation(cv_run):
     assert set(declared["split"]) == {"oof", "test", "external", "cv runs"}
     t_test = declared[declared["method"] == "corrected resampled t-test"]
     assert (t_test["resamples"] == K).all() and t_test["share_a_better"].between(0, 1).all()
-    assert (declared["p_holm"] >= declared["p_value"]).all()
+    tested = declared[declared["note"].isna()]  # a tiny test split's class averages: noted
+    assert (tested["p_holm"] >= tested["p_value"]).all()
+    assert tested["split"].isin(["oof", "cv runs"]).any()
     rst = (workdir / "results/report/workflow.rst").read_text()
     assert "Best by cross-validation" in rst and "CV balanced accuracy" in rst
     assert "CV → test" in rst

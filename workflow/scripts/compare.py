@@ -10,6 +10,7 @@ with run_stage(snakemake):
         snakemake.params.declared,
         resamples=settings["bootstrap"],
         seed=settings["bootstrap_seed"],
+        min_lesions=settings["min_lesions"],
         out_csv=snakemake.output.table,
         runs=dict(zip(snakemake.params.names, snakemake.input.runs, strict=True))
         if snakemake.input.runs

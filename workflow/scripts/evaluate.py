@@ -10,6 +10,7 @@ with run_stage(snakemake):
         experiment=snakemake.wildcards.experiment,
         resamples=settings["bootstrap"],
         seed=settings["bootstrap_seed"],
+        min_lesions=settings["min_lesions"],
         out_json=out.evaluation,
         out_bootstrap=out.bootstrap,
         out_roc=out.roc,

@@ -8,6 +8,13 @@ across all of them. Every other pair is in the same table, labelled exploratory,
 unadjusted p-values: a lead to follow up, not a finding. Differences are paired lesion-
 cluster bootstrap differences (dermflow.evaluation.significance).
 
+A difference of a class average (balanced accuracy, macro-F1, macro ROC AUC) on a set
+where some class has fewer than ``report.min_lesions`` lesions leans on classes whose
+own spread the bootstrap cannot see (dermflow.evaluation.bootstrap): its row keeps the
+numbers but says so in ``note`` ("too few lesions: ..."), has no Holm p-value, and is
+left out of the Holm family, so it is never counted as holding. Only rows without a note
+are tests.
+
 Cross-validated experiments add two kinds of test per pair and metric: the paired
 bootstrap on the pooled out-of-fold predictions (set ``oof``; the test and external
 sets are then the fold ensembles'), and the Nadeau-Bengio corrected resampled t-test
@@ -23,8 +30,14 @@ from typing import Any
 import pandas as pd
 
 from dermflow.atomic import write_csv
-from dermflow.evaluation.bootstrap import UNIT, resample_metrics
-from dermflow.evaluation.metrics import HEADLINE
+from dermflow.evaluation.bootstrap import (
+    MIN_LESIONS,
+    UNIT,
+    lesion_counts,
+    resample_metrics,
+    too_few,
+)
+from dermflow.evaluation.metrics import HEADLINE, METRICS
 from dermflow.evaluation.predictions import classes_of, test_rows
 from dermflow.evaluation.significance import corrected_t_test, holm, paired_difference
 
@@ -32,6 +45,7 @@ COLUMNS = ("scope", "split", "method", "a", "b", "metric", "difference", "ci_low
            "p_value", "p_holm", "share_a_better", "unit", "resamples", "note")
 BOOTSTRAP = "paired bootstrap"
 T_TEST = "corrected resampled t-test"
+TOO_FEW = "too few lesions"  # how a note that withholds a difference from the tests begins
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame) -> str:
@@ -41,6 +55,15 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> str:
     if not a["image_id"].equals(b["image_id"]):
         return "different test sets: not paired"
     return ""
+
+
+def _too_few(table: pd.DataFrame, min_lesions: int) -> str:
+    """Why a class average's difference on this set is not a test, or '' when it is."""
+    few = too_few(lesion_counts(table, classes_of(table)), min_lesions)
+    if not few:
+        return ""
+    return (f"{TOO_FEW}: {'class' if len(few) == 1 else 'classes'} {', '.join(few)} below "
+            f"report.min_lesions={min_lesions}")
 
 
 def _runs_paired(a: pd.DataFrame, b: pd.DataFrame) -> str:
@@ -71,10 +94,12 @@ def run_comparisons(runs: dict[str, pd.DataFrame], pairs: list[tuple[str, tuple[
 
 def compare_experiments(predictions: dict[str, str], declared: list[tuple[str, str]], *,
                         resamples: int, seed: int, out_csv: str,
-                        runs: dict[str, str] | None = None) -> pd.DataFrame:
+                        runs: dict[str, str] | None = None,
+                        min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
     """The declared comparisons (Holm-adjusted) and every pair (exploratory), per test set;
     for cross-validated experiments (``runs``: name → runs.csv) also on the out-of-fold
-    predictions and by the corrected t-test over runs."""
+    predictions and by the corrected t-test over runs. Class averages on a set with a
+    class below ``min_lesions`` lesions are noted and left out of the Holm family."""
     rows: list[dict[str, Any]] = []
     names = list(predictions)
     pairs = [("declared", pair) for pair in declared] + [
@@ -83,19 +108,23 @@ def compare_experiments(predictions: dict[str, str], declared: list[tuple[str, s
         tables = {name: test_rows(path, split) for name, path in predictions.items()}
         if not all(len(t) for t in tables.values()):
             continue
-        values = {name: resample_metrics(t, resamples=resamples, seed=seed, names=HEADLINE)
+        values = {name: resample_metrics(t, resamples=resamples, seed=seed, names=HEADLINE,
+                                         min_lesions=min_lesions)
                   for name, t in tables.items()}
+        few = {name: _too_few(t, min_lesions) for name, t in tables.items()}
         for scope, (a, b) in pairs:
-            note = _paired(tables[a], tables[b])
+            unpaired = _paired(tables[a], tables[b])
             for metric in HEADLINE:
-                found = {} if note else paired_difference(values[a][metric], values[b][metric])
+                found = {} if unpaired else paired_difference(values[a][metric],
+                                                              values[b][metric])
+                note = unpaired or (few[a] if METRICS[metric].class_average else "")
                 rows.append({"scope": scope, "split": split, "method": BOOTSTRAP, "a": a,
                              "b": b, "metric": metric, **found, "unit": UNIT,
                              "resamples": resamples, "note": note or None})
     if runs:
         rows += run_comparisons({name: pd.read_csv(path) for name, path in runs.items()}, pairs)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    declared_rows = table["scope"] == "declared"
-    table.loc[declared_rows, "p_holm"] = holm(table.loc[declared_rows, "p_value"].to_numpy(float))
+    family = (table["scope"] == "declared") & table["note"].isna()
+    table.loc[family, "p_holm"] = holm(table.loc[family, "p_value"].to_numpy(float))
     write_csv(table, out_csv)
     return table

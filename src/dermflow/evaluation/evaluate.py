@@ -3,7 +3,10 @@
 Every experiment is bootstrapped with the same seed over its test rows sorted by
 image id, so experiments that share a test set (all of them under ``grouped``)
 share resamples too, and ``compare`` (dermflow.evaluation.compare) can difference
-them pair by pair.
+them pair by pair. Classes with fewer than ``report.min_lesions`` test lesions are
+resampled in a shared stratum (dermflow.evaluation.bootstrap); evaluation.json names
+them (``bootstrap.too_few_lesions``, and per class ``lesions`` and ``too_few_lesions``),
+bootstrap.csv withholds their own intervals and marks them and every class average.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from sklearn.metrics import (
 )
 
 from dermflow.atomic import write_csv, write_json
-from dermflow.evaluation.bootstrap import UNIT, clusters_of, resample_metrics, summarize
+from dermflow.evaluation.bootstrap import (
+    MIN_LESIONS,
+    UNIT,
+    clusters_of,
+    lesion_counts,
+    pooled_classes,
+    resample_metrics,
+    summarize,
+    too_few,
+)
 from dermflow.evaluation.metrics import METRICS, evaluate
 from dermflow.evaluation.predictions import classes_of, probabilities, test_rows
 from dermflow.figures import plt, save
@@ -132,18 +144,30 @@ def plot_bootstrap(values: dict[str, np.ndarray], title: str, out_png: str,
     save(fig, out_png)
 
 
-def scored(rows: pd.DataFrame, resamples: int, seed: int,
+def scored(rows: pd.DataFrame, resamples: int, seed: int, min_lesions: int = MIN_LESIONS,
            ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     """Point metrics with the lesion-cluster bootstrap's overall summary, the full summary
-    (per class too), and the resampled values."""
+    (per class too), and the resampled values; which classes have too few lesions."""
     classes = classes_of(rows)
     report = evaluate(rows["label"].to_numpy(), probabilities(rows), classes)
-    values = resample_metrics(rows, resamples=resamples, seed=seed)
-    summary = summarize(values, classes)
+    lesions = lesion_counts(rows, classes)
+    few = too_few(lesions, min_lesions)
+    values = resample_metrics(rows, resamples=resamples, seed=seed, min_lesions=min_lesions)
+    summary = summarize(values, classes, few)
+    summary["lesions"] = summary["scope"].map({**lesions, "overall": sum(lesions.values())})
+    for dx, entry in report["per_class"].items():
+        entry.update(lesions=lesions[dx], too_few_lesions=dx in few)
     report["bootstrap"] = {"resamples": resamples, "seed": seed, "unit": UNIT,
                            "clusters": int(len(np.unique(clusters_of(rows)))),
+                           "min_lesions": min_lesions, "too_few_lesions": few,
+                           "pooled": pooled_classes(lesions, min_lesions),
                            "overall": summary[summary["scope"] == "overall"].set_index(
-                               "metric")[["mean", "se", "ci_low", "ci_high"]].to_dict("index")}
+                               "metric")[["mean", "se", "ci_low", "ci_high", "too_few_lesions"]
+                                         ].to_dict("index")}
+    if few:
+        log.warning("fewer than report.min_lesions=%d lesions in %s: their intervals are "
+                    "withheld, class averages flagged", min_lesions, ", ".join(
+                        f"{dx} ({lesions[dx]})" for dx in few))
     return report, summary, values
 
 
@@ -159,19 +183,20 @@ def run_summary(runs_csv: str) -> dict[str, Any]:
 def evaluate_experiment(predictions_csv: str, *, experiment: str, resamples: int, seed: int,
                         out_json: str, out_bootstrap: str, out_roc: str, out_pr: str,
                         out_confusion: str, out_bootstrap_png: str,
-                        runs_csv: str | None = None) -> dict[str, Any]:
+                        runs_csv: str | None = None,
+                        min_lesions: int = MIN_LESIONS) -> dict[str, Any]:
     """Point metrics, bootstrap summary and figures of one experiment's test predictions
     (and of the external test set's, when there are some); the figures' titles name
     ``experiment``. A cross-validated experiment
     (dermflow.evaluation.crossval) adds ``cv``: its out-of-fold predictions scored like a
     test set, and its runs' own validation scores with their mean and SD."""
     test = test_rows(predictions_csv)
-    report, summary, values = scored(test, resamples, seed)
+    report, summary, values = scored(test, resamples, seed, min_lesions)
     parts = [summary.assign(split="test")]
     for split in ("external", "oof"):
         rows = test_rows(predictions_csv, split)
         if len(rows):
-            found, part, _ = scored(rows, resamples, seed)
+            found, part, _ = scored(rows, resamples, seed, min_lesions)
             parts.append(part.assign(split=split))
             if split == "external":
                 report["external"] = found

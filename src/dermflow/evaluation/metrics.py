@@ -111,29 +111,35 @@ def calibration_error(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray
 class Metric:
     """One overall metric. Exactly one of ``counts`` (confusion matrices ... x K x K →
     values) and ``scores`` ((labels, probabilities, B x n weights) → B values) is set.
-    ``headline``: in the report's first table and the declared comparisons."""
+    ``headline``: in the report's first table and the declared comparisons.
+    ``class_average``: an unweighted mean over classes, so a class with a single test
+    lesion weighs as much as one with hundreds (dermflow.evaluation.bootstrap flags it
+    when a class has too few lesions to vary)."""
 
     label: str
     counts: Callable[[np.ndarray], np.ndarray] | None = None
     scores: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
     headline: bool = False
+    class_average: bool = False
 
 
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", counts=lambda cm: np.trace(cm, axis1=-2, axis2=-1)
                        / cm.sum((-2, -1))),
-    "balanced_accuracy": Metric("balanced accuracy", headline=True, counts=lambda cm: _present_mean(
-        per_class_from_counts(cm)["recall"], cm.sum(-1))),
-    "macro_precision": Metric("macro precision",
+    "balanced_accuracy": Metric("balanced accuracy", headline=True, class_average=True,
+                                counts=lambda cm: _present_mean(
+                                    per_class_from_counts(cm)["recall"], cm.sum(-1))),
+    "macro_precision": Metric("macro precision", class_average=True,
                               counts=lambda cm: per_class_from_counts(cm)["precision"].mean(-1)),
-    "macro_recall": Metric("macro recall", counts=lambda cm: _present_mean(
+    "macro_recall": Metric("macro recall", class_average=True, counts=lambda cm: _present_mean(
         per_class_from_counts(cm)["recall"], cm.sum(-1))),
-    "macro_f1": Metric("macro F1", headline=True,
+    "macro_f1": Metric("macro F1", headline=True, class_average=True,
                        counts=lambda cm: per_class_from_counts(cm)["f1"].mean(-1)),
     "weighted_precision": Metric("weighted precision", counts=_weighted("precision")),
     "weighted_recall": Metric("weighted recall", counts=_weighted("recall")),
     "weighted_f1": Metric("weighted F1", counts=_weighted("f1")),
-    "macro_roc_auc": Metric("macro ROC AUC", scores=macro_auc, headline=True),
+    "macro_roc_auc": Metric("macro ROC AUC", scores=macro_auc, headline=True,
+                            class_average=True),
     "ece": Metric("expected calibration error", scores=calibration_error),
 }
 HEADLINE = tuple(name for name, m in METRICS.items() if m.headline)

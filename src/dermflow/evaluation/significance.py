@@ -20,7 +20,10 @@ runs' differences are roughly normal and that n_val / n_train is the same for ev
 (K-fold: about 1 / (K - 1)).
 
 Holm's step-down correction controls the family-wise error rate across every declared
-test without assuming independence between them.
+test without assuming independence between them. A declared row that is no test (not
+paired, or a class average on a set with too few lesions in some class: its bootstrap
+spread misses those classes' own variation) is left out of the family, not counted as
+failing, so it neither holds nor makes the others' correction harsher.
 """
 
 from __future__ import annotations
