@@ -7,6 +7,8 @@ import pandas as pd
 
 from dermflow.evaluation.compare import BOOTSTRAP, COLUMNS
 from dermflow.evaluation.headline import (
+    data_line,
+    interval,
     leakage_line,
     quarantine_summary,
     synthetic_line,
@@ -143,3 +145,19 @@ def test_the_synthetic_images_line_says_what_the_gate_checked_and_how_many_are_c
     folds = [quality("failed", 3, 0.999), quality("failed", 3, 0.95), quality("passed", 3, 0.02)]
     assert synthetic_line(folds, "cgan").startswith(
         "**Synthetic images** (cgan): quality gate failed, passed (3 of 3 checks ran); 2-100% ")
+
+
+def test_the_data_line_names_the_data_and_the_classes_too_small_to_judge():
+    boot = {"clusters": 15, "min_lesions": 5, "too_few_lesions": ["akiec", "df"],
+            "overall": {"balanced_accuracy": {"ci_low": 0.4, "ci_high": 0.7,
+                                              "too_few_lesions": True}}}
+    evaluation = {"n": 36, "bootstrap": boot, "overall": {"balanced_accuracy": 0.55},
+                  "external": {"n": 100}}
+    data = {"source": "demo", "path": "resources/demo", "image_size": 32,
+            "protocol": "grouped", "folds": 1}
+    assert data_line(data, {"a": evaluation}) == (
+        "generated demo data (dermflow's HAM10000 look-alike, not real lesions), 32 px, "
+        "protocol grouped; test split 36 images of 15 lesions (akiec, df: under 5 lesions "
+        "each, so class averages' intervals are rough and their comparisons not judged); "
+        "external test set 100 images")
+    assert interval(evaluation, "balanced_accuracy") == "0.550 (0.400-0.700, too few lesions)"

@@ -29,14 +29,16 @@ SET_NAMES = {"oof": "out-of-fold", "test": "test", "external": "external",
 
 
 def interval(entry: dict[str, Any], metric: str) -> str:
-    """'0.812 (0.771-0.850)': the point estimate and its 95% bootstrap interval."""
+    """'0.812 (0.771-0.850)': the point estimate and its 95% bootstrap interval, marked
+    where a class of the set has too few lesions for it (dermflow.evaluation.bootstrap)."""
     value = entry["overall"].get(metric)
     ci = entry["bootstrap"]["overall"].get(metric)
     if value is None:
         return "–"
-    if ci is None:
+    if ci is None or ci.get("ci_low") is None:
         return f"{value:.3f}"
-    return f"{value:.3f} ({ci['ci_low']:.3f}-{ci['ci_high']:.3f})"
+    rough = ", too few lesions" if ci.get("too_few_lesions") else ""
+    return f"{value:.3f} ({ci['ci_low']:.3f}-{ci['ci_high']:.3f}{rough})"
 
 
 def _gap(evaluation: dict[str, Any]) -> str:
@@ -80,7 +82,12 @@ def data_line(data: dict[str, Any], evaluations: dict[str, dict]) -> str:
     images and lesions every interval rests on."""
     first = next(iter(evaluations.values()))
     source = SOURCES[data["source"]].format(path=data.get("path", ""))
-    sets = [f"test split {first['n']} images of {first['bootstrap']['clusters']} lesions"]
+    few = first["bootstrap"].get("too_few_lesions", [])
+    small = (f" ({', '.join(few)}: under {first['bootstrap']['min_lesions']} lesions each, so "
+             "class averages' intervals are rough and their comparisons not judged)"
+             if few else "")
+    sets = [f"test split {first['n']} images of {first['bootstrap']['clusters']} lesions"
+            f"{small}"]
     if "external" in first:
         sets.append(f"external test set {first['external']['n']} images")
     if "cv" in first:
