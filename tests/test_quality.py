@@ -354,10 +354,12 @@ def test_check_without_lpips_weights_is_incomplete_and_says_what_it_checked(smal
     assert "LPIPS was not computed: LPIPS needs AlexNet's ImageNet weights" in text
 
 
-def test_near_copies_over_the_threshold_fail_the_gate(small_check):
+def test_near_copies_over_the_threshold_fail_the_gate(small_check, caplog):
     with pytest.raises(quality.QualityGateError, match="near_copy_fraction_max=0.6 "):
         run_check(small_check, thresholds={"near_copy_fraction_max": 0.5})
     assert not (small_check["out"] / "quality.json").exists()
+    # the failed job's outputs are deleted: what it measured stays in its log
+    assert "Near copies: 60.0% of synthetic images (6 of 10)" in caplog.text
 
 
 def test_on_incomplete_fail_stops_a_run_with_a_skipped_check(small_check):

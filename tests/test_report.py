@@ -143,6 +143,9 @@ def test_the_synthetic_images_line_says_what_the_gate_checked_and_how_many_are_c
         "**Synthetic images** (cgan): quality gate incomplete (1 of 3 checks ran); 51% are "
         "near copies of a real training image, the gate allows 10% (quality.md).")
     folds = [quality("failed", 3, 0.999), quality("failed", 3, 0.95), quality("passed", 3, 0.02)]
+    empty = {**quality("incomplete", 2, 0.0), "memorisation": {
+        "near_copy_fraction": None, "near_copy_fraction_max": 0.1}}
+    assert synthetic_line([empty], "cgan").endswith("; no synthetic image was made (quality.md).")
     assert synthetic_line(folds, "cgan").startswith(
         "**Synthetic images** (cgan): quality gate failed, passed (3 of 3 checks ran); 2-100% ")
 

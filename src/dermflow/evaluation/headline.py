@@ -170,20 +170,20 @@ def synthetic_line(qualities: list[dict[str, Any]], generator: str) -> str:
     """What the generator's images are, from its quality check (one per fold under
     cross-validation): the gate's status and the share of near copies of a real image, so
     a reader weighs a comparison of its experiments knowing what was added."""
-    def share(q: dict[str, Any]) -> float:
-        return q["memorisation"]["near_copy_fraction"]
-
     statuses = ", ".join(dict.fromkeys(q["gate"]["status"] for q in qualities))
     ran = "; ".join(dict.fromkeys(f"{q['gate']['ran']} of {q['gate']['configured']}"
                                   for q in qualities))
-    low, high = min(map(share, qualities)), max(map(share, qualities))
+    head = f"**Synthetic images** ({generator}): quality gate {statuses} ({ran} checks ran)"
+    shares = [q["memorisation"]["near_copy_fraction"] for q in qualities]
+    shares = [s for s in shares if s is not None]  # None: a fold made no synthetic image
+    if not shares:
+        return f"{head}; no synthetic image was made (quality.md)."
+    low, high = min(shares), max(shares)
     copies = f"{100 * low:.0f}%" if round(100 * low) == round(100 * high) else \
         f"{100 * low:.0f}-{100 * high:.0f}%"
     limit = qualities[0]["memorisation"]["near_copy_fraction_max"]
     bound = f", the gate allows {100 * limit:.0f}%" if limit is not None else ""
-    return (f"**Synthetic images** ({generator}): quality gate {statuses} ({ran} checks "
-            f"ran); {copies} are near copies of a real training image{bound} "
-            "(quality.md).")
+    return f"{head}; {copies} are near copies of a real training image{bound} (quality.md)."
 
 
 def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:

@@ -16,6 +16,8 @@ import numpy as np
 
 from dermflow.data.cache import load_dataset
 
+PAIRS = 256  # candidate pairs compared at once: 2 x 256 float32 images at 224 px, ~300 MB
+
 
 def dhash(images: np.ndarray) -> np.ndarray:
     """64-bit difference hashes (9x8 grayscale gradients) of N x H x W x 3 uint8 images."""
@@ -58,8 +60,8 @@ def leakage_audit(dataset_csv: str, cache_npy: str, extra_npy: str | None, max_b
     pairs = near_duplicate_pairs(hashes[held_out], hashes[~held_out], max_bits)
     held_rows, train_rows = table[held_out], table[~held_out]
     found = []
-    for start in range(0, len(pairs), 4096):
-        part = pairs[start:start + 4096]
+    for start in range(0, len(pairs), PAIRS):
+        part = pairs[start:start + PAIRS]
         a = images[held_pos[part[:, 0]]].astype(np.float32)
         b = images[train_pos[part[:, 1]]].astype(np.float32)
         mae = np.abs(a - b).mean(axis=(1, 2, 3)) / 255

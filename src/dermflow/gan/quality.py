@@ -400,7 +400,11 @@ def check_synthetic(baseline_model: str, cache_npy: str, index_csv: str, split_c
     report["scales"] = SCALES
     report["gate"] = gate(report, thresholds, settings["on_fail"], settings["on_incomplete"])
     write_csv(nearest, out_nearest)
-    enforce(report["gate"])
+    try:
+        enforce(report["gate"])
+    except QualityGateError:  # the job's outputs go with it: the log keeps what was measured
+        log.error("what the check measured:\n%s", markdown(report))
+        raise
     write_json(report, out_json)
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(markdown(report))

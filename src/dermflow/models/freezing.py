@@ -9,6 +9,8 @@ running statistics are part of what freezing keeps.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from torch import nn
 
 
@@ -31,11 +33,17 @@ def parameter_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
 
 
-class FreezableClassifier(nn.Module):
+class FreezableClassifier(nn.Module, ABC):
     """A classifier whose pretrained parts are ``backbones``; everything else is its own."""
 
     backbones: nn.ModuleList
     num_classes: int
+
+    @abstractmethod
+    def saliency_layers(self) -> list[nn.Module]:
+        """Grad-CAM's candidate layers, deepest first (experiments/saliency picks the deepest
+        whose map has spatial extent): a family without them cannot be built, rather than
+        failing in predict after training."""
 
     def freeze_backbones(self) -> None:
         """Warm-up: only the layers after the backbones learn."""
