@@ -22,7 +22,7 @@ from dermflow.evaluation.headline import (
 )
 from dermflow.evaluation.leakage import leakage_audit
 from dermflow.evaluation.significance import format_p
-from dermflow.evaluation.tables import pair_rows, tables_html
+from dermflow.evaluation.tables import leakage_rows, pair_rows, tables_html
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,9 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
              "with its own (image-level) split.", "", ablation_markdown(table),
              f"## All pairs (exploratory: {unit}, paired, p unadjusted)", "",
              *comparison_lines(comparisons, "exploratory")]
-    lines += ["", "## Leakage audit", "",
-              "| dataset | images | lesions in several splits | synthetic/augmented in val+test "
-              f"| near-duplicate pairs train vs val+test (dHash <= {max_bits} bits, pixel MAE "
-              f"<= {max_mae}) |",
-              "|---|---|---|---|---|"]
-    for balance, a in audit.items():
-        lines.append(f"| {balance} | {a['images']} | {a['lesions_in_several_splits']} | "
-                     f"{a['non_real_in_val_test']} | "
-                     f"{a['near_duplicate_pairs_train_vs_val_test']} |")
+    rule = next(iter(audit.values()))["near_duplicate_rule"]
+    lines += ["", "## Leakage audit", "", f"Near duplicates: {rule}.", "",
+              *_markdown_table(leakage_rows(audit).to_dict("records"))]
     pairs = pair_rows(audit)
     if len(pairs):
         lines += ["", f"Near-duplicate pairs ({len(pairs)}; every pair in leakage.json):", "",
@@ -174,7 +168,6 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
     lines += ["", f"Quarantined by validation: {quarantine}.", ""]
     with atomic_path(out_markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    rule = next(iter(audit.values()))["near_duplicate_rule"]
     with atomic_path(out_tables) as tmp:
         tmp.write_text(tables_html(experiments, ev, comparisons, audit, data=data,
                                    quarantine=quarantine, resamples=resamples, rule=rule))
