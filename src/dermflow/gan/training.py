@@ -30,7 +30,7 @@ from dermflow.figures import plt, save
 from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
-from dermflow.training.batches import ImageTensor, batches
+from dermflow.training.batches import ImageTensor, batches, to_device
 from dermflow.training.loop import fingerprint, save_checkpoint, seed_epoch
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torc
     """N x 1 x S x S float attention for cache rows (None for generators without it)."""
     if maps is None:
         return None
-    return maps[rows.to(maps.device)].to(device, non_blocking=True).float().unsqueeze(1)
+    return to_device(maps[to_device(rows, maps.device)], device).float().unsqueeze(1)
 
 
 def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
