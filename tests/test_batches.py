@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 import torch
 
-from dermflow.training.augmentation import augment, keras_augment
+from dermflow.training.augmentation import AUGMENTATIONS, augment, keras_augment
 from dermflow.training.batches import ImageTensor, batches
 
 CPU = torch.device("cpu")
@@ -69,3 +72,59 @@ def test_batches_drop_only_a_short_tail():
     chunks = batches(torch.arange(10), 4, drop_last=True)
     assert [len(c) for c in chunks] == [4, 4]
     assert [len(c) for c in batches(torch.arange(10), 4)] == [4, 4, 2]
+
+
+
+class Copies:
+    """Tensor.to and pin_memory, recorded: copies "to a GPU" stay on the CPU, so the step's
+    code runs here as it would there, and each host-to-GPU copy says whether it waits."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pinned: list[torch.Tensor] = []
+        self.waiting: list[str] = []  # host-to-GPU copies that make the host wait
+        to = torch.Tensor.to
+
+        def fake_to(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            target = kwargs.get("device", args[0] if args else None)
+            if not isinstance(target, str | torch.device) or torch.device(target).type != "cuda":
+                return to(tensor, *args, **kwargs)
+            if not kwargs.get("non_blocking"):
+                self.waiting.append(f"blocking copy of {tuple(tensor.shape)}")
+            elif not any(tensor is p for p in self.pinned):
+                self.waiting.append(f"copy of {tuple(tensor.shape)} from pageable memory")
+            return tensor
+
+        def fake_pin(tensor: torch.Tensor) -> torch.Tensor:
+            self.pinned.append(tensor.clone())
+            return self.pinned[-1]
+
+        monkeypatch.setattr(torch.Tensor, "to", fake_to)
+        monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+
+
+def test_a_batch_bound_for_the_gpu_never_makes_the_host_wait(monkeypatch: pytest.MonkeyPatch):
+    """The step's indices, drawn on the host, and the images of a cache kept on the host
+    reach the GPU through pinned memory, asynchronously: a copy from pageable memory waits
+    until the GPU has run all the work queued before it. (On the CPU, a stand-in: the
+    copies are recorded, not made; tests/test_gpu.py runs the step on CUDA.)"""
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    data = ImageTensor(images, np.arange(6), CPU, (0.5,) * 3, (0.25,) * 3)
+    data.device = torch.device("cuda", 0)  # a cache that did not fit on this "GPU"
+    copies = Copies(monkeypatch)
+    x, y = data.batch(torch.tensor([4, 1]), torch.Generator().manual_seed(0))
+    assert copies.waiting == []
+    assert len(copies.pinned) == 2  # the indices, then the gathered images
+    assert y.tolist() == [4, 1] and x.shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("policy", sorted(AUGMENTATIONS))
+def test_augmentation_builds_no_tensor_from_host_data(monkeypatch: pytest.MonkeyPatch,
+                                                      policy: str):
+    """torch.tensor(list, device=cuda) is a blocking host-to-GPU copy, once per step."""
+    def host_tensor(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("a tensor made from host data in the step")
+
+    monkeypatch.setattr(torch, "tensor", host_tensor)
+    monkeypatch.setattr(torch, "as_tensor", host_tensor)
+    x = AUGMENTATIONS[policy](torch.rand(4, 3, 16, 16), torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 16, 16)

@@ -436,3 +436,51 @@ def test_only_a_local_main_process_caps_the_gpu_resource(monkeypatch: pytest.Mon
                       FakeWorkflow(gpu=1), FakeWorkflow(gpu="a100")):
         assert limit_gpu_jobs(untouched) is None
         assert untouched.global_resources["gpu"].value in (2, 1, "a100")
+
+
+def test_jobs_sharing_a_slurm_allocation_claim_distinct_gpus(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`salloc --gpus=4`, then a local `snakemake --resources gpu=4`: every job inherits the
+    allocation's four GPUs; four jobs at once hold four different ones, with locks kept for
+    this allocation (another allocation's GPU 0 is another GPU)."""
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 4, 4, records)
+    try:
+        held = [records.get(timeout=20) for _ in range(4)]
+    finally:
+        finish(procs, releases)
+    assert sorted(r[2] for r in held) == [0, 1, 2, 3]
+    assert sorted(r[3] for r in held) == ["0", "1", "2", "3"]  # what each job's CUDA sees
+    assert sorted(p.name for p in (tmp_path / "slurm-41").iterdir()) == [
+        f"gpu{i}.lock" for i in range(4)]
+
+
+def test_a_two_gpu_job_in_a_larger_allocation_claims_two(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    records = CTX.Queue()
+    procs, releases = spawn_holders(tmp_path, 4, 1, records)  # another job holds GPU 0
+    try:
+        assert records.get(timeout=10)[2] == 0
+        with claim_gpus(2, lock_dir=tmp_path, device_count=4, timeout=5) as pair:
+            assert pair.physical == (1, 2) and os.environ["CUDA_VISIBLE_DEVICES"] == "1,2"
+            assert "SLURM job 42, shared by its jobs" in pair.reason
+    finally:
+        finish(procs, releases)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+
+
+def test_a_slurm_step_with_exactly_its_gpus_uses_them_without_locks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`srun -n1 --gpus=2` (how the SLURM executor runs a gpu=2 rule): the step's two GPUs
+    are the job's; two such jobs on one node both see 0,1 (cgroups), and neither waits."""
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with claim_gpus(2, lock_dir=tmp_path, device_count=2) as one, \
+            claim_gpus(2, lock_dir=tmp_path, device_count=2, timeout=0) as other:
+        assert one.physical == other.physical == (0, 1)
+        assert "set by the scheduler (SLURM job 43)" in one.reason
+    assert not list(tmp_path.iterdir())

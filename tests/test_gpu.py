@@ -31,9 +31,10 @@ import dermflow.training.loop as loop
 from dermflow.config import validate_config
 from dermflow.experiments.saliency import SaliencyMaps
 from dermflow.labels import CLASSES
+from dermflow.training.augmentation import AUGMENTATIONS
 from dermflow.training.batches import GPU_SHARE, ImageTensor, fits_on_gpu
 from dermflow.training.distributed import rank_world, run_distributed
-from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.loop import TrainConfig, fit, predict
 
 pytestmark = pytest.mark.gpu
 
@@ -147,8 +148,6 @@ def test_compiled_model_trains_a_step(device: str, model_name: str,
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_cache_is_resident_and_augmented_on_the_device(device: str):
-    from dermflow.training.augmentation import AUGMENTATIONS
-
     dev = torch.device(device)
     data = ImageTensor(images(32, 64), np.arange(32) % len(CLASSES), dev, (0.5,) * 3,
                        (0.5,) * 3)
@@ -344,3 +343,72 @@ def test_predict_with_grad_cam(device: str, tmp_path: Path, monkeypatch: pytest.
     # the ResNet branch's last stage at 224 px (7 x 7), an earlier one at 32 px (4 x 4)
     assert maps[0].side == ((7, 7) if size == 224 else (4, 4))
     assert (tmp_path / "saliency.png").stat().st_size > 0
+
+
+# --- predicted probabilities come from float32 logits, even under bf16 autocast -----------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_probabilities_are_the_softmax_of_float32_logits(device: str,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """bf16 logits would be rounded to 8 significant bits (up to a few percent on a
+    probability, and ties); the written probabilities are softmax(float32 logits) of the
+    features the bf16 body computed."""
+    dev = torch.device(device)
+    if device == "cpu":  # dermflow autocasts on CUDA only; the stand-in switches it on here
+        monkeypatch.setattr(loop, "autocast", lambda d, precision: torch.autocast(
+            d.type, dtype=torch.bfloat16, enabled=precision == "bf16"))
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    head = nn.Linear(16, len(CLASSES))
+    with torch.no_grad():
+        head.weight.mul_(40)  # confident logits, as a trained classifier's
+    model = nn.Sequential(body, head).to(dev).eval()
+    data = ImageTensor(images(64, 16), np.arange(64) % len(CLASSES), dev, (0.5,) * 3,
+                       (0.5,) * 3)
+    probs = predict(model, data, np.arange(64), 32, "bf16")
+    x, _ = data.batch(torch.arange(64))
+    with torch.no_grad():
+        with loop.autocast(dev, "bf16"):
+            features = body(x)
+            rounded = torch.softmax(head(features).float(), 1).cpu().numpy()
+        expected = torch.softmax(head(features.float()), 1).cpu().numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(rounded - expected).max() > 1e-3  # what bf16 logits would have written
+
+
+# --- a training step never makes the host wait for the GPU ---------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "pinned-on-the-host"])
+def test_a_training_step_has_no_host_sync_cuda(resident: bool,
+                                               monkeypatch: pytest.MonkeyPatch):
+    """Batch, augmentation, forward, backward and Adam step under CUDA's sync debug mode,
+    which raises on any call that waits for the GPU (a copy from pageable memory, .item(),
+    a tensor made from host data). The CPU stand-ins are in tests/test_batches.py."""
+    dev = torch.device("cuda", 0)
+    if not resident:
+        monkeypatch.setattr("dermflow.training.batches.fits_on_gpu", lambda *a: False)
+    data = ImageTensor(images(64, 32), np.arange(64) % len(CLASSES), dev, (0.5,) * 3,
+                       (0.5,) * 3)
+    assert data.resident == resident
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, len(CLASSES))).to(dev)
+    optimizer = torch.optim.Adam(model.parameters())
+    generator = torch.Generator(dev).manual_seed(0)
+    order = torch.randperm(64)
+    for warm_up in (True, False):  # the first step allocates (pinned blocks, Adam's state)
+        torch.cuda.set_sync_debug_mode(0 if warm_up else "error")
+        try:
+            for policy in AUGMENTATIONS:
+                for chunk in order.split(16):
+                    x, y = data.batch(chunk, generator, policy)
+                    with loop.autocast(dev, "bf16"):
+                        loss = loop.cross_entropy(model(x), y, None, 0.1)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()

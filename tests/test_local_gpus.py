@@ -1,16 +1,21 @@
-"""`snakemake --resources gpu=2` with dermflow's claim: two GPU jobs at once, never on one GPU."""
+"""`snakemake --resources gpu=2` with dermflow's claim: two GPU jobs at once, never on one GPU;
+and one job on two GPUs through the real rule."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake
+import torch
+import yaml
+from conftest import REPO, demo_args, snakemake
 
 pytestmark = pytest.mark.workflow
+DEMO = yaml.safe_load((REPO / "profiles/demo/demo.yaml").read_text())
 
 # The job imports this checkout's dermflow, whichever one is installed.
 JOB = f"sys_path = {str(REPO / 'src')!r}\n" + """\
@@ -87,3 +92,24 @@ rule gpu_job:
     assert len(jobs) == 3
     assert all(a["end"] <= b["start"] for a, b in zip(jobs, jobs[1:], strict=False)), (
         "two GPU jobs at once")
+
+
+def test_classifier_on_two_gpus_trains_through_the_rule(demo_run: Path, tmp_path: Path):
+    """classifier.gpus: 2 from the real rule: the job starts two DDP workers (on the CPU,
+    gloo; on GPUs, NCCL: the same launch) that do not re-run the rule's script, and rank 0
+    writes the model. One cheap demo experiment, its train_classifier job alone."""
+    name = "none_cnn_densenet121"
+    workdir = tmp_path / "w"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    experiments = [
+        {**e, "overrides": {**e.get("overrides", {}), "gpus": 2, "epochs": 1}}
+        if e["name"] == name else e for e in DEMO["experiments"]]
+    (workdir / "ddp.yaml").write_text(yaml.safe_dump({"experiments": experiments}))
+    model = f"results/experiments/{name}/model.pt"
+    proc = snakemake(workdir, model, "--force", *demo_args("ddp.yaml"))
+    assert "NameError" not in proc.stderr
+    log = (workdir / f"logs/train_classifier_{name}.log").read_text()
+    assert "DistributedDataParallel over 2 CPU processes (gloo)" in log
+    metrics = json.loads((workdir / f"results/experiments/{name}/metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and metrics["train_config"]["epochs"] == 1
+    assert torch.load(workdir / model, weights_only=False)["state_dict"]

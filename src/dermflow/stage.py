@@ -165,14 +165,17 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
 
 @contextmanager
 def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
-    """run_stage plus the GPU claim for the rule's ``gpu`` resource and its CPU threads."""
+    """run_stage plus the GPU claim for the rule's ``gpu`` resource, its CPU threads and the
+    config's ``deterministic`` kernels (dermflow.training.determinism)."""
     import torch  # only GPU stages pay for importing torch
 
+    from dermflow.training.determinism import deterministic_errors, set_deterministic
     from dermflow.training.device import claim_gpus
 
     wildcards = " ".join(f"{k}={v}" for k, v in getattr(smk, "wildcards", {}).items())
     owner = f"rule {smk.rule}" + (f" {wildcards}" if wildcards else "")  # says who holds a GPU
     with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0)),
-                                              owner=owner) as claim:
+                                              owner=owner) as claim, deterministic_errors():
+        set_deterministic(bool(smk.config.get("deterministic", False)))
         torch.set_num_threads(max(1, smk.threads))
         yield logger, claim.device

@@ -32,15 +32,9 @@ from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import save_model
 from dermflow.training.batches import ImageTensor
+from dermflow.training.compilation import resolve_compile
 from dermflow.training.distributed import is_writer, run_distributed
-from dermflow.training.loop import (
-    TrainConfig,
-    fit,
-    predict,
-    resolve_compile,
-    scores,
-    steps_per_epoch,
-)
+from dermflow.training.loop import TrainConfig, fit, predict, scores, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +116,25 @@ def train_classifier(*, device: torch.device, gpus: int = 1,
     """Train one experiment's classifier on ``gpus`` GPUs (DDP when more than one).
 
     ``job`` holds _train_classifier's arguments (paths and settings, all picklable),
-    so every DDP rank can load its own copy of the data onto its own GPU.
+    so every DDP rank can load its own copy of the data onto its own GPU. Without a
+    GPU, ``gpus`` > 1 trains in that many CPU processes (gloo): the multi-GPU path,
+    rehearsed on any machine.
     """
-    if gpus > 1 and device.type == "cuda":
-        log.info("DistributedDataParallel over %d GPUs, one process each", gpus)
-        run_distributed(_classifier_rank, gpus, log_file, job)
+    if gpus > 1:
+        log.info("DistributedDataParallel over %d %s, one process each", gpus,
+                 "GPUs" if device.type == "cuda" else "CPU processes (gloo)")
+        run_distributed(_classifier_rank, gpus, device.type, log_file, job)
     else:
         _train_classifier(device=device, **job)
 
 
-def _classifier_rank(rank: int, log_file: str | None, job: dict[str, Any]) -> None:
+def _classifier_rank(rank: int, device_type: str, log_file: str | None,
+                     job: dict[str, Any]) -> None:
     """One DDP rank; rank 0 keeps writing to the rule's log."""
     if rank == 0 and log_file:
         logging.basicConfig(filename=log_file, level=logging.INFO, format=FORMAT)
-    _train_classifier(device=torch.device("cuda", rank), **job)
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    _train_classifier(device=device, **job)
 
 
 def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *, name: str,

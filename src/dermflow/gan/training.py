@@ -31,7 +31,7 @@ from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
 from dermflow.torchfile import load_plain
-from dermflow.training.batches import ImageTensor, batches
+from dermflow.training.batches import ImageTensor, batches, to_device
 from dermflow.training.loop import fingerprint, load_checkpoint, save_checkpoint, seed_epoch
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torc
     """N x 1 x S x S float attention for cache rows (None for generators without it)."""
     if maps is None:
         return None
-    return maps[rows.to(maps.device)].to(device, non_blocking=True).float().unsqueeze(1)
+    return to_device(maps[to_device(rows, maps.device)], device).float().unsqueeze(1)
 
 
 def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,

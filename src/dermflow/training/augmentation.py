@@ -42,8 +42,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, rotate: float = 180.
     brightness = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
     contrast = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
     saturation = _uniform(n, 1 - jitter, 1 + jitter, generator).view(n, 1, 1, 1)
-    gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(
-        1, keepdim=True)
+    gray = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]  # no tensor from the host
     x = gray + (x - gray) * saturation
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean

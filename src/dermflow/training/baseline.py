@@ -24,7 +24,8 @@ from dermflow.labels import CLASSES
 from dermflow.models import backbones
 from dermflow.models.io import save_model
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, fit, predict, resolve_compile, scores
+from dermflow.training.compilation import resolve_compile
+from dermflow.training.loop import TrainConfig, fit, predict, scores
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def train_baseline(cache_npy: str, index_csv: str, split_csv: str, *, protocol: 
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], patience=settings["patience"],
         augment=settings["augment"], class_weights=settings["class_weights"],
-        compile=resolve_compile(settings["compile"], device), precision=precision, seed=seed,
+        compile=resolve_compile(settings["compile"], device, "baseline.compile"),
+        precision=precision, seed=seed,
         extra={"model": settings["model"], "pretrained": settings["pretrained"],
                "protocol": protocol, "images": int(images.shape[0]), "size": images.shape[1]})
     checkpoint = Path(checkpoint_dir) / "last.pt"

@@ -3,6 +3,11 @@
 The cache is copied to the GPU once when it fits, so a training step is an
 index gather plus batched tensor ops: no DataLoader workers, no JPEG decoding,
 no CPU bottleneck. On the CPU the same code runs on the memory-mapped array.
+
+A step never makes the host wait for the GPU: a copy from ordinary (pageable) host
+memory to the GPU returns only once the GPU has run everything queued before it, so
+the batch's indices (drawn on the host) and, when the cache stays on the host, its
+images go through pinned memory and are copied asynchronously (``to_device``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ def fits_on_gpu(nbytes: int, free_bytes: int) -> bool:
     """Whether an image array of ``nbytes`` is copied to a GPU with ``free_bytes`` free: it
     may take at most GPU_SHARE of it, leaving the rest to the model and its activations."""
     return nbytes < GPU_SHARE * free_bytes
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; from the host to a GPU staged in pinned memory and copied
+    without waiting (torch keeps the pinned block until the copy has run)."""
+    if tensor.device == device:
+        return tensor
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 class ImageTensor:
@@ -44,13 +59,15 @@ class ImageTensor:
               policy: str = "dermoscopy") -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float NCHW (channels_last) images and labels; augmented by ``policy``
         (a key of AUGMENTATIONS) if a generator is given."""
-        index = index.to(self.images.device)
-        x = self.images[index].to(self.device, non_blocking=True)
+        on_device = to_device(index, self.device)
+        gather = on_device if self.images.device == self.device else to_device(
+            index, self.images.device)
+        x = to_device(self.images[gather], self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255)
         if generator is not None:
             x = AUGMENTATIONS[policy](x, generator)
         x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last), self.labels[index.to(self.device)]
+        return x.contiguous(memory_format=torch.channels_last), self.labels[on_device]
 
 
 def batches(index: torch.Tensor, batch_size: int, *, drop_last: bool = False,

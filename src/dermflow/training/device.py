@@ -3,11 +3,23 @@
 Locally, a job takes an exclusive ``flock`` on one lock file per free GPU and
 restricts itself to those GPUs with CUDA_VISIBLE_DEVICES, so ``--resources
 gpu=2`` puts two jobs on two different GPUs. The kernel drops a ``flock`` when
-its process dies, so a killed job never leaves a stale claim. Under a scheduler
-(SLURM) that has already set CUDA_VISIBLE_DEVICES, that choice is used as it is.
-A job that finds every GPU held waits for one as long as it takes (the workflow
-starts no more GPU jobs than there are GPUs, see ``jobenv.limit_gpu_jobs``, so
-it waits only for jobs of other runs or users), saying who holds them.
+its process dies, so a killed job never leaves a stale claim. A job that finds
+every GPU held waits for one as long as it takes (the workflow starts no more GPU
+jobs than there are GPUs, see ``jobenv.limit_gpu_jobs``, so it waits only for jobs
+of other runs or users), saying who holds them.
+
+Under SLURM the scheduler's CUDA_VISIBLE_DEVICES is trusted only when it names
+exactly the GPUs the job asked for. snakemake-executor-plugin-slurm submits a rule
+with ``resources: gpu=N`` as ``sbatch --gpus=N`` (no ``--ntasks`` unless the rule sets
+``tasks``: one task) and runs it as one step, ``srun -n1 --gpus=N`` (its jobstep
+plugin's ``get_gpu_setting``); SLURM gives that step its N GPUs in
+CUDA_VISIBLE_DEVICES (and SLURM_STEP_GPUS), so the job uses them as they are, without
+locks: under cgroup device constraints two jobs on one node both see GPU 0, and a
+lock named ``gpu0`` would make one wait for the other's GPU. A local Snakemake inside
+an allocation (``salloc --gpus=4``, then ``snakemake --resources gpu=4``) hands every
+job the allocation's CUDA_VISIBLE_DEVICES=0,1,2,3: more GPUs than a job asks for, so
+the jobs claim among them with locks kept per SLURM job (the allocations of other
+jobs on the node hold other GPUs, whatever their indices say).
 """
 
 from __future__ import annotations
@@ -64,11 +76,13 @@ def _visible_ids() -> list[int] | None:
     return ids
 
 
-def _scheduler() -> str | None:
-    """Who assigned this job's CUDA_VISIBLE_DEVICES, if that choice is to be trusted."""
+def _scheduler(visible: list[int], n: int) -> str | None:
+    """Who assigned this job's CUDA_VISIBLE_DEVICES, if that choice is to be taken as it is:
+    always when the user says so, and from SLURM when it names no more than the job's
+    ``n`` GPUs (more: an allocation shared by several jobs, which claim among them)."""
     if os.environ.get("DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES") == "1":
         return "DERMFLOW_TRUST_CUDA_VISIBLE_DEVICES=1"
-    if "SLURM_JOB_ID" in os.environ:
+    if "SLURM_JOB_ID" in os.environ and len(visible) <= n:
         return f"SLURM job {os.environ['SLURM_JOB_ID']}"
     return None
 
@@ -79,15 +93,21 @@ def _cpu(reason: str = CPU_REASON) -> Claim:
     return claim
 
 
-def _lock_dir(lock_dir: str | Path | None) -> Path:
-    """The lock folder, created world-writable (sticky, like /tmp) for every user's jobs."""
+def _lock_dir(lock_dir: str | Path | None, allocation: str | None = None) -> Path:
+    """The lock folder, created world-writable (sticky, like /tmp) for every user's jobs;
+    inside a SLURM ``allocation`` its own subfolder, for the GPUs only its jobs see."""
     folder = Path(lock_dir or os.environ.get("DERMFLOW_GPU_LOCK_DIR") or DEFAULT_LOCK_DIR)
     try:
         folder.mkdir(parents=True)
     except FileExistsError:
+        pass
+    else:
+        folder.chmod(0o1777)  # umask would narrow mkdir's mode; sticky: no one deletes others'
+    if allocation is None:
         return folder
-    folder.chmod(0o1777)  # umask would narrow mkdir's mode; sticky: no one deletes others' locks
-    return folder
+    own = folder / f"slurm-{allocation}"
+    own.mkdir(exist_ok=True)
+    return own
 
 
 def _try_lock(path: Path, owner: str | None = None) -> int | None:
@@ -154,7 +174,7 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
         yield _cpu()
         return
     visible = _visible_ids()
-    scheduler = _scheduler()
+    scheduler = None if visible is None else _scheduler(visible, n)
     if scheduler is not None and visible is not None:
         if not visible:
             yield _cpu()
@@ -182,7 +202,8 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
     if torch.cuda.is_initialized():
         raise DeviceError("CUDA was initialised before claim_gpus(), so CUDA_VISIBLE_DEVICES "
                           "can no longer pick the GPU: claim the GPU first")
-    folder = _lock_dir(lock_dir)
+    allocation = os.environ.get("SLURM_JOB_ID") if visible is not None else None
+    folder = _lock_dir(lock_dir, allocation)
     start = time.monotonic()
     next_report = start
     waiting = False
@@ -215,6 +236,8 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
             time.sleep(poll if timeout is None else min(poll, start + timeout - now))
         ids = ",".join(map(str, held))
         source = f"CUDA_VISIBLE_DEVICES={previous}" if visible is not None else str(len(pool))
+        if allocation is not None:
+            source += f" (SLURM job {allocation}, shared by its jobs)"
         files = ", ".join(str(folder / f"gpu{gpu}.lock") for gpu in held)
         os.environ["CUDA_VISIBLE_DEVICES"] = ids
         claim = Claim(torch.device("cuda", 0), tuple(held),

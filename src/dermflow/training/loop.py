@@ -69,7 +69,7 @@ class TrainConfig:
     sampling_power: float = 0.5
     epoch_images: int | None = None  # images an epoch draws (sampling.epoch_order); None: all
     ema: float = 0.0  # decay of the weights' moving average (validated and kept); 0: off
-    compile: bool = False
+    compile: bool = False  # decided by dermflow.training.compilation.resolve_compile
     precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # model/data identity, for the hash
@@ -91,11 +91,6 @@ class FitResult:
     state: dict[str, torch.Tensor]
     best_epoch: int
     history: pd.DataFrame
-
-
-def resolve_compile(setting: bool | str, device: torch.device) -> bool:
-    """``auto`` compiles on CUDA only, where long runs repay the compile time."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
