@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from dermflow.experiments.classifier import training_budget
 from dermflow.training.batches import ImageTensor
-from dermflow.training.ema import EMA
+from dermflow.training.ema import EMA, warm_decay
 from dermflow.training.loop import TrainConfig, cross_entropy, fit, predict, steps_per_epoch
 from dermflow.training.sampling import class_weights, epoch_order, image_weights
 from dermflow.training.schedules import lr_factor, resolve
@@ -101,6 +101,71 @@ def test_ema_update_by_hand():
     ema.update()  # update 100: min(0.9, 101/110) = 0.9
     torch.testing.assert_close(ema.model[0].weight, 0.9 * before + 0.1 * 3.0)
     assert not ema.model[0].weight.requires_grad
+
+
+@pytest.mark.parametrize(("updates", "expected"), [
+    (1, 2 / 11), (20, 0.7), (80, 0.9),  # a short run averages its last few steps
+    (8990, 0.999), (100_000, 0.999),  # the configured decay, once the warm-up is over
+])
+def test_ema_decay_warms_up_by_hand(updates, expected):
+    assert warm_decay(0.999, updates) == pytest.approx(expected, abs=1e-12)
+
+
+def offset_data(n: int = 140, size: int = 8) -> ImageTensor:
+    """Three classes by dominant colour, far from zero mean once normalised (mean -5): a
+    network's BatchNorm statistics then move fast while it learns."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    images = rng.integers(0, 100, (n, size, size, 3)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, ..., label] += np.uint8(100)
+    return ImageTensor(images, labels, CPU, (-5.0,) * 3, (1.0,) * 3)
+
+
+def bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for channels in (3, 8, 8):
+        layers += [torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                   torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 3))
+    net.num_classes = 3
+    return net
+
+
+def test_a_twenty_step_runs_moving_average_learns_as_its_raw_weights_do():
+    data, model = offset_data(), bn_net()
+    train, val = np.arange(80), np.arange(80, 140)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=False, ema=0.999)
+    assert cfg.epochs * steps_per_epoch(len(train), cfg.batch_size) == 20
+    result = fit(model, data, train, val, cfg)
+    kept = bn_net()
+    kept.load_state_dict(result.state)
+    truth = data.labels[val].numpy()
+    accuracy = (predict(kept, data, val, 64).argmax(1) == truth).mean()
+    x, _ = data.batch(torch.as_tensor(val))
+    with torch.no_grad():  # the raw weights, normalised by the batch's own statistics
+        raw = (model.train()(x).argmax(1).numpy() == truth).mean()
+    assert raw > 0.9  # the problem is learnt in 20 steps (chance: 1/3)
+    assert accuracy >= raw - 0.05
+    assert result.history["val_accuracy"].iloc[-1] == pytest.approx(accuracy)
+
+
+def test_recomputed_statistics_are_the_inputs_and_frozen_layers_keep_theirs():
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        model[1].running_mean.fill_(7.0)
+    ema = EMA(model, decay=0.999)
+    model.train()
+    model[1].eval()  # frozen: training does not move its statistics
+    inputs = [torch.tensor([[0.0, 1.0], [2.0, 3.0]]), torch.tensor([[4.0, 5.0], [6.0, 7.0]])]
+    ema.recompute_norms(model, inputs)
+    # the mean over the batches of each batch's mean (1, 5 | 2, 6) and unbiased variance (2)
+    torch.testing.assert_close(ema.model[0].running_mean, torch.tensor([3.0, 4.0]))
+    torch.testing.assert_close(ema.model[0].running_var, torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(ema.model[1].running_mean, torch.full((2,), 7.0))
+    assert not ema.model.training and ema.model[0].momentum == 0.1
 
 
 def test_label_smoothing_loss_against_pytorch_and_by_hand():

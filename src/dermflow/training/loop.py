@@ -37,7 +37,7 @@ from dermflow.evaluation.metrics import SELECTION, point
 from dermflow.torchfile import load_plain
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.distributed import in_process_group, rank_world
-from dermflow.training.ema import EMA
+from dermflow.training.ema import EMA, NORM_IMAGES
 from dermflow.training.sampling import epoch_order, image_weights
 from dermflow.training.schedules import CURVES, lr_factor, resolve
 from dermflow.training.tta import tta_probs
@@ -259,6 +259,11 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
             loss_sum /= world
         train_loss = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
+        if ema is not None:  # the whole batch on every rank: the averages stay equal
+            with autocast(device, cfg.precision):
+                ema.recompute_norms(model, (
+                    data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)[0]
+                    for chunk in batches(order[:NORM_IMAGES], cfg.batch_size, drop_last=True)))
         kept = ema.model if ema is not None else model  # what is validated and kept
         val_probs = predict(kept, data, val_idx, cfg.batch_size * 2, cfg.precision)
         val = scores(labels[val_idx], val_probs)
