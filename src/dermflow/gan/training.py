@@ -26,7 +26,7 @@ from dermflow.atomic import atomic_path, write_csv
 from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
 from dermflow.errors import DamagedFileError, DatasetError, rebuild
-from dermflow.figures import plt, save
+from dermflow.figures import epoch_axis, plt, save
 from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
@@ -142,13 +142,15 @@ def load_networks(path: str | Path, device: torch.device,
 def plot_losses(history: pd.DataFrame, kind: str, out_png: str | Path) -> None:
     """The loss curves of the generator kind, one panel per group."""
     panels = family(kind).PANELS
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False,
+                             layout="constrained")
     for ax, (title, columns) in zip(axes[0], panels.items(), strict=True):
         for column in columns:
             ax.plot(history["epoch"], history[column], label=column.replace("_", " "))
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.legend()
+    fig.suptitle(f"{kind} generator: losses per epoch")
     save(fig, out_png)
 
 
