@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tqdm import tqdm
 
 from dermflow.errors import DatasetError
+from dermflow.logs import FORMAT, job_tag, line_format
 from dermflow.stage import lock_path, run_stage
 
 
@@ -140,3 +143,30 @@ def test_other_errors_stay_bugs_with_their_traceback(tmp_path, err):
         raise err
     log = Path(smk.log[0]).read_text()
     assert "a bug in dermflow" in log and "Traceback" in log
+
+
+def test_every_line_of_an_experiments_job_names_it(tmp_path):
+    smk = job(tmp_path, "evaluate")
+    smk.wildcards = {"experiment": "none_resnet50v2_deit", "fold": "2"}
+    with run_stage(smk):
+        logging.getLogger("dermflow.evaluation.evaluate").info("test n=36 accuracy 0.9")
+        for output in smk.output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_bytes(b"x")
+    lines = Path(smk.log[0]).read_text().splitlines()
+    assert lines and all("[none_resnet50v2_deit fold=2] dermflow." in line for line in lines)
+    assert job_tag([]) == "" and line_format("") == FORMAT  # one job of its rule: no tag
+
+
+def test_log_lines_print_above_a_progress_bar_not_through_it(tmp_path, capsys):
+    smk = job(tmp_path)
+    with run_stage(smk):
+        with tqdm(total=2, file=sys.stderr) as bar:
+            bar.update(1)
+            logging.getLogger("dermflow.data.cache").info("cached 1 image")
+            bar.update(1)
+        for output in smk.output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_bytes(b"x")
+    line = next(x for x in capsys.readouterr().err.split("\r") if "cached 1 image" in x)
+    assert "%|" not in line and line.endswith("cached 1 image\n")  # a line of its own

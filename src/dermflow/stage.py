@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from dermflow.atomic import NO_SPACE, disk_full, stale_temporaries, temporaries_in
 from dermflow.errors import DermflowError, FileAccessError
-from dermflow.logs import FORMAT
+from dermflow.logs import job_tag, line_format
 from dermflow.provenance import write_provenance
 
 if TYPE_CHECKING:
@@ -131,6 +133,10 @@ def user_error(err: BaseException, where: str | os.PathLike[str] | None = None,
 def run_stage(smk: Any) -> Iterator[logging.Logger]:
     """Log to the rule's log file and stderr; on success record provenance beside the outputs.
 
+    Every line names the job by its wildcards (dermflow.logs.job_tag), as jobs run side
+    by side on one console; while the stage runs, console lines go through tqdm, so a
+    line is printed above a progress bar instead of through it.
+
     The job holds its outputs while it runs (``hold_outputs``). Expected failures
     (bad data, bad config, offline, a job already running, a full disk, a permission
     refused: ``user_error``) end the job with status 1 and one readable message in
@@ -140,14 +146,16 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     handlers = [LogFile(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
+    line = line_format(job_tag(getattr(smk, "wildcards", {}).items()))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(logging.Formatter(line))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logger = logging.getLogger(f"dermflow.{smk.rule}")
     try:
         # params.checkpoints: the folder of the job's training checkpoints (its own)
-        with hold_outputs(smk.rule, list(smk.output), smk.params.get("checkpoints")):
+        with hold_outputs(smk.rule, list(smk.output), smk.params.get("checkpoints")), \
+                logging_redirect_tqdm([root]):
             yield logger
             write_provenance(Path(smk.output[0]).parent, smk.rule, dict(smk.config))
     except Exception as err:

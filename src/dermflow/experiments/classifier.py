@@ -27,7 +27,7 @@ from dermflow.data.cache import load_dataset
 from dermflow.experiments.datasets import labels_by_position, positions
 from dermflow.figures import plot_history
 from dermflow.labels import task_classes
-from dermflow.logs import FORMAT
+from dermflow.logs import job_tag, line_format
 from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import save_model
@@ -130,9 +130,11 @@ def train_classifier(*, device: torch.device, gpus: int = 1,
 
 def _classifier_rank(rank: int, device_type: str, log_file: str | None,
                      job: dict[str, Any]) -> None:
-    """One DDP rank; rank 0 keeps writing to the rule's log."""
+    """One DDP rank; rank 0 keeps writing to the rule's log, its lines tagged by the
+    experiment's name as the job's are."""
     if rank == 0 and log_file:
-        logging.basicConfig(filename=log_file, level=logging.INFO, format=FORMAT)
+        logging.basicConfig(filename=log_file, level=logging.INFO,
+                            format=line_format(job_tag([("experiment", job["name"])])))
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     _train_classifier(device=device, **job)
 
