@@ -98,7 +98,7 @@ class Step:
     compiled: bool = False  # runs torch.compile: needs a C compiler and Python.h
     dag: str | None = None  # the run folder of a Snakemake step (resumable)
     beside: tuple[str, ...] = ()  # short course: steps started beside this one
-    report: Path | None = None  # a file it must write; then exit 1 (tests failed) is done too
+    report: Path | None = None  # a file it must write; then exit 1 is 'done: N failed'
 
 
 def log(line: str) -> None:
@@ -458,20 +458,43 @@ def over_budget(step: Step, left: float) -> str | None:
 
 def outcome(step: Step, code: int) -> tuple[str, str]:
     """(status, reason) of a step that exited with ``code``. A step with a report (the GPU
-    tests' JUnit XML, removed before it starts) is done when it wrote it, some tests failing
-    (exit 1) included; without it the runner itself did not run (not installed, or broken)."""
+    tests' JUnit XML, removed before it starts) ran when it wrote it: 'done', or with some
+    tests failing (exit 1) 'done: N failed', which the summary lists and --retry reruns;
+    without it the runner itself did not run (not installed, or broken)."""
     text = (WORK / "logs" / f"{step.name}.txt").read_text(errors="replace")
     missing = next((line.strip() for line in reversed(text.rsplit("\n$ ", 1)[-1].splitlines())
                     if "No module named" in line), "")
     if step.report is not None:
-        if step.report.is_file() and code in (0, 1):
-            return "done", "some tests failed" if code else ""
+        if step.report.is_file() and code == 0:
+            return "done", ""
+        if step.report.is_file() and code == 1:
+            failed = failed_tests(step.report)
+            return (f"done: {'some' if failed is None else failed} failed",
+                    "tests failed: the summary lists them; --retry reruns them")
         return "failed", (f"exit {code}, no {step.report.name}: the test runner did not run"
                           + (f" ({missing}; benchmarks/gpu_wheels.sh carries it)"
                              if missing else ""))
     if code == 0:
         return "done", ""
     return "failed", f"exit {code}" + (f": {missing}" if missing else "")
+
+
+def failed_tests(report: Path) -> int | None:
+    """Failures and errors a JUnit XML report counts (None if it cannot be read)."""
+    try:
+        suite = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [suite] if suite.tag == "testsuite" else list(suite.iter("testsuite"))
+    try:
+        return sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    except ValueError:
+        return None
+
+
+def to_retry(status: str) -> bool:
+    """Whether --retry reruns a step of this status: it failed, or tests in it did."""
+    return status == "failed" or status.startswith("done: ")
 
 
 def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: float) -> None:
@@ -497,7 +520,7 @@ def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: 
         if args.steps and step.name not in args.steps:
             return False
         return record["status"] not in ("done", "skipped: CPU smoke") and (
-            record["status"] != "failed" or args.retry)
+            not to_retry(record["status"]) or args.retry)
 
     def skip(step: Step, status: str, reason: str) -> None:
         records[step.name].update(status=status, reason=reason)
@@ -527,6 +550,9 @@ def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: 
             record.update(status=status, rc=code, reason=reason)
             if status == "done":
                 log(f"{step.name}: finished in {spent:.0f} s (exit {code})")
+            elif status != "failed":
+                log(f"{step.name}: finished in {spent:.0f} s, {status.removeprefix('done: ')} "
+                    "(listed in summary.md; --retry reruns it)")
             else:
                 tail = (WORK / "logs" / f"{step.name}.txt").read_text().splitlines()[-25:]
                 log(f"{step.name}: FAILED ({reason}) after {spent:.0f} s:\n" + "\n".join(tail))
@@ -857,7 +883,8 @@ def main(argv: list[str] | None = None) -> int:
         records = state["steps"]
         pending = [k for k, v in records.items()
                    if v["status"] in ("not reached", "stopped", "skipped: budget")]
-        failed = [k for k, v in records.items() if v["status"] == "failed"]
+        failed = [k for k, v in records.items() if to_retry(v["status"])]
+
         log(f"call {state['calls']} ended after {time.monotonic() - started:.0f} s: "
             + (f"to do next call: {', '.join(pending)}" if pending else "every step ran")
             + (f"; FAILED: {', '.join(failed)}" if failed else ""))
