@@ -1,8 +1,9 @@
 """The GPU proof kit (benchmarks/gpu_proof.py): how it plans a call within its budget, what
 it leaves in --out after each step, and what it does without a compiler or a test runner
-(unit tests, fake steps); and on the CPU, its profiles plan the DAG the issue asks for, and
-its --smoke course runs every step, resumes a stopped DAG and leaves what RESULTS.md needs in
-one folder (the course is conftest's smoke_course, shared with the paper-protocol test)."""
+(unit tests, fake steps); and on the CPU, its profiles plan the default experiments and the
+paper protocol, and its --smoke course runs every step, resumes a stopped DAG and leaves
+what RESULTS.md needs in one folder (the course is conftest's smoke_course, shared with the
+paper-protocol test)."""
 
 from __future__ import annotations
 
