@@ -3,8 +3,8 @@
 One command on a GPU machine runs the GPU tests, the throughput benchmarks and the quick
 DAGs, and leaves in one folder everything benchmarks/RESULTS.md needs.
 
-Made for a GPU machine without network, or with little time on it (an offline node, a cloud
-machine rented by the quarter hour). First, where there is network, in the repository:
+Made for a GPU machine without network, or with little time on it (an offline node, a
+machine available for a fixed time). First, where there is network, in the repository:
 
     python3 benchmarks/gpu_proof.py --prepare --ham DIR --weights DIR
 
@@ -15,7 +15,7 @@ their needs). Copy the repository with .whl/ and .data/ to the GPU machine (Pyth
 torch, torchvision, timm, pandas, scikit-learn, opencv and matplotlib there) and run, in its
 root:
 
-    python3 benchmarks/gpu_proof.py --budget 840 --gpu-jobs 2 --out results-gpu
+    python3 benchmarks/gpu_proof.py --budget 1800 --gpu-jobs 2 --out results-gpu
 
 It runs, in order, each step once across calls (state in .gpu-proof/):
 
@@ -24,9 +24,9 @@ It runs, in order, each step once across calls (state in .gpu-proof/):
                torch.compile's prerequisites (Triton builds C at run time: a C compiler and
                Python.h), without which the compiled steps are skipped with that reason
  3. bench-*    benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
-               bench_classifier.py at the issue's batch sizes, each against its bare loop,
-               alone on the GPU: first, so their figures are clean and come back from the
-               shortest call
+               bench_classifier.py at 224 px, batch 128 (baseline, classifier) and 32
+               (C'GAN), each against its bare loop, alone on the GPU: first, so their
+               figures are clean and come back from the shortest call
  4. gpu-tests  pytest -m gpu -k cuda (tests/test_gpu.py: the CUDA half of the GPU tests)
  5. dag-quick  profiles/gpu-quick (grouped, five experiments, 224 px) on .data/ham10000
  6. dag-paper  profiles/gpu-quick-paper (protocol: paper, the proposed model)
@@ -35,11 +35,12 @@ It runs, in order, each step once across calls (state in .gpu-proof/):
 After every step it writes summary.md, kit.log and three tar.gz bundles (tables, logs,
 figures) into --out, so a machine that is stopped hard still leaves every finished step there.
 
---budget SECONDS is the time this call has (without it, no limit). Each step has an estimated
-cost on one H100 (steps()); a step that does not fit what is left is recorded as 'skipped:
-budget' and runs in a later call. A DAG starts whenever a minute is left: stopped cleanly at
-the budget (Snakemake on SIGTERM; training checkpoints every epoch), the next call resumes it
-where it stopped. Steps that finished are not run again (--retry reruns failed ones). The
+--budget SECONDS is the time this machine has for the call (without it, no limit). Each step
+has an estimated cost on one H100 (steps()); a step that does not fit what is left is recorded
+as 'skipped: budget' and runs in a later call. A DAG starts whenever a minute is left: stopped
+cleanly at the budget (Snakemake on SIGTERM; training checkpoints every epoch), the next call
+resumes it where it stopped. Steps that finished are not run again (--retry reruns failed
+ones, and GPU tests that ran with failures: 'done: N failed'). The
 first call picks the course, and later calls keep it: with a budget below the full course's
 estimate, the short one (both DAGs at profiles/gpu-quick/short.yaml's fewest epochs, started
 beside the GPU tests: none of the three measures throughput); otherwise gpu-quick's epochs,
@@ -98,7 +99,7 @@ class Step:
     compiled: bool = False  # runs torch.compile: needs a C compiler and Python.h
     dag: str | None = None  # the run folder of a Snakemake step (resumable)
     beside: tuple[str, ...] = ()  # short course: steps started beside this one
-    report: Path | None = None  # a file it must write; then exit 1 (tests failed) is done too
+    report: Path | None = None  # a file it must write; then exit 1 is 'done: N failed'
 
 
 def log(line: str) -> None:
@@ -152,8 +153,8 @@ def prepare(ham: Path, weights: Path) -> int:
     tree, extra = copied_size([REPO / ".whl", data])
     print(f"\nto copy to the GPU machine: the repository's files {tree / MIB:.1f} MiB + .whl/ "
           f"and .data/ {extra / MIB:.1f} MiB = {(tree + extra) / MIB:.1f} MiB\n"
-          "there, in the repository's root (840 s: a 15-minute machine, its start-up aside):\n"
-          "  python3 benchmarks/gpu_proof.py --budget 840 --gpu-jobs 2 --out results-gpu\n"
+          "there, in the repository's root, with --budget the seconds that machine has:\n"
+          "  python3 benchmarks/gpu_proof.py --budget SECONDS --gpu-jobs 2 --out results-gpu\n"
           "and bring results-gpu/ back (a second call with what time is left resumes)")
     return 0
 
@@ -201,7 +202,7 @@ def steps(args: argparse.Namespace, course: str, no_compile: str | None = None) 
         gan = ["--batch", "2", "--size", "32", "--steps", "2", *tiny]
         classifier = ["--batch", "4", "--size", "32", "--steps", "2", *tiny]
         epochs = ["profiles/gpu-quick/smoke.yaml"]
-    else:  # the issue's batch sizes
+    else:  # 224 px; batch 128 for the CNNs, the C'GAN at its training batch of 32
         baseline = ["--batch", "128", "--size", "224", "--steps", "40"]
         gan = ["--batch", "32", "--size", "224", "--steps", "40"]
         classifier = ["--batch", "128", "--size", "224", "--steps", "40"]
@@ -458,20 +459,43 @@ def over_budget(step: Step, left: float) -> str | None:
 
 def outcome(step: Step, code: int) -> tuple[str, str]:
     """(status, reason) of a step that exited with ``code``. A step with a report (the GPU
-    tests' JUnit XML, removed before it starts) is done when it wrote it, some tests failing
-    (exit 1) included; without it the runner itself did not run (not installed, or broken)."""
+    tests' JUnit XML, removed before it starts) ran when it wrote it: 'done', or with some
+    tests failing (exit 1) 'done: N failed', which the summary lists and --retry reruns;
+    without it the runner itself did not run (not installed, or broken)."""
     text = (WORK / "logs" / f"{step.name}.txt").read_text(errors="replace")
     missing = next((line.strip() for line in reversed(text.rsplit("\n$ ", 1)[-1].splitlines())
                     if "No module named" in line), "")
     if step.report is not None:
-        if step.report.is_file() and code in (0, 1):
-            return "done", "some tests failed" if code else ""
+        if step.report.is_file() and code == 0:
+            return "done", ""
+        if step.report.is_file() and code == 1:
+            failed = failed_tests(step.report)
+            return (f"done: {'some' if failed is None else failed} failed",
+                    "tests failed: the summary lists them; --retry reruns them")
         return "failed", (f"exit {code}, no {step.report.name}: the test runner did not run"
                           + (f" ({missing}; benchmarks/gpu_wheels.sh carries it)"
                              if missing else ""))
     if code == 0:
         return "done", ""
     return "failed", f"exit {code}" + (f": {missing}" if missing else "")
+
+
+def failed_tests(report: Path) -> int | None:
+    """Failures and errors a JUnit XML report counts (None if it cannot be read)."""
+    try:
+        suite = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [suite] if suite.tag == "testsuite" else list(suite.iter("testsuite"))
+    try:
+        return sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    except ValueError:
+        return None
+
+
+def to_retry(status: str) -> bool:
+    """Whether --retry reruns a step of this status: it failed, or tests in it did."""
+    return status == "failed" or status.startswith("done: ")
 
 
 def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: float) -> None:
@@ -497,7 +521,7 @@ def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: 
         if args.steps and step.name not in args.steps:
             return False
         return record["status"] not in ("done", "skipped: CPU smoke") and (
-            record["status"] != "failed" or args.retry)
+            not to_retry(record["status"]) or args.retry)
 
     def skip(step: Step, status: str, reason: str) -> None:
         records[step.name].update(status=status, reason=reason)
@@ -527,6 +551,9 @@ def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: 
             record.update(status=status, rc=code, reason=reason)
             if status == "done":
                 log(f"{step.name}: finished in {spent:.0f} s (exit {code})")
+            elif status != "failed":
+                log(f"{step.name}: finished in {spent:.0f} s, {status.removeprefix('done: ')} "
+                    "(listed in summary.md; --retry reruns it)")
             else:
                 tail = (WORK / "logs" / f"{step.name}.txt").read_text().splitlines()[-25:]
                 log(f"{step.name}: FAILED ({reason}) after {spent:.0f} s:\n" + "\n".join(tail))
@@ -857,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
         records = state["steps"]
         pending = [k for k, v in records.items()
                    if v["status"] in ("not reached", "stopped", "skipped: budget")]
-        failed = [k for k, v in records.items() if v["status"] == "failed"]
+        failed = [k for k, v in records.items() if to_retry(v["status"])]
+
         log(f"call {state['calls']} ended after {time.monotonic() - started:.0f} s: "
             + (f"to do next call: {', '.join(pending)}" if pending else "every step ran")
             + (f"; FAILED: {', '.join(failed)}" if failed else ""))

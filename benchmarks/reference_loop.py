@@ -1,8 +1,9 @@
-"""The issue's plain training loop on a finished run's own images and split, scored against
-one of that run's experiments on the same test images (issue 17's "at least as well").
+"""A plain reference training loop on a finished run's own images and split, scored against
+one of that run's experiments on the same test images (does the experiment do at least as
+well?).
 
 A comparison between figures measured on different test splits mixes the split's luck
-into the difference, so this trains the reference loop the issue quotes (timm ResNet-18
+into the difference, so this trains the reference loop itself (timm ResNet-18
 from scratch, AdamW one-cycle, square-root balanced sampling, label smoothing 0.1, random
 flips, flip TTA, the final epoch kept) on the run's cached images (hair removed) and its
 train split, predicts its test split, and compares the two prediction tables with the

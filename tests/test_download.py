@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -29,11 +30,12 @@ from dermflow.data.download import (
     USER_AGENT,
     download_file,
     download_ham10000,
+    fetch_manifest,
     read_manifest,
 )
 from dermflow.data.validate import read_metadata
 from dermflow.errors import DownloadError
-from dermflow.provenance import write_provenance
+from dermflow.stage import run_stage
 
 ZIP1, ZIP2, META = CORE_FILES
 META_TAB = "HAM10000_metadata.tab"
@@ -82,9 +84,64 @@ def test_download_lands_the_pinned_version_and_its_manifest(dataverse, tmp_path)
     assert (entry["id"], entry["size"]) == (11, 30_000)
     assert entry["checksum"] == {"type": "SHA-256", "value": hashlib.sha256(
         dataverse.file(ZIP2).data).hexdigest()}
-    sources = json.loads(write_provenance(tmp_path / "prov", "x", {}).read_text())["sources"]
-    assert (sources["dataverse"]["version"], sources["dataverse"]["file"]) == ("1.0", META)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*CORE_FILES, MANIFEST, "prov"])
+    # Each file records what it was verified as, beside it (one record per file, as the
+    # workflow fetches them in separate jobs at once).
+    for name, stored in ((ZIP1, ZIP1), (ZIP2, ZIP2), (META, META_TAB)):
+        record = json.loads((tmp_path / f"{name}.provenance.json").read_text())
+        file = dataverse.file(stored, "1.0")
+        assert (record["file"], record["version"], record["file_id"]) == (name, "1.0", file.id)
+        assert record["checksum"]["value"] == next(
+            e for e in manifest["files"] if e["id"] == file.id)["checksum"]["value"]
+        assert record["obtained"] == "downloaded"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*CORE_FILES, MANIFEST, *(f"{name}.provenance.json" for name in CORE_FILES)])
+
+
+def test_the_same_version_asked_again_leaves_manifest_and_files_untouched(dataverse, tmp_path):
+    """Asking for the pinned version another way (its latest, the server with a trailing
+    slash) or refreshing the manifest leaves it byte for byte and timestamp as it was, and a
+    verified file too: nothing read from them looks out of date."""
+    fetch(dataverse, tmp_path)
+    manifest = tmp_path / MANIFEST
+    pinned = manifest.read_bytes()
+    for path in tmp_path.iterdir():
+        os.utime(path, (1e9, 1e9))  # long ago: any write or touch shows
+
+    fetch_manifest(manifest, base_url=dataverse.url + "/", version="latest", timeout=5.0)
+    for name in CORE_FILES:
+        download_file(tmp_path / name, manifest)
+
+    assert manifest.read_bytes() == pinned
+    assert {p.name: p.stat().st_mtime for p in tmp_path.iterdir()} == {
+        p.name: 1e9 for p in tmp_path.iterdir()}
+    # A version with other files is written.
+    new = second_version(dataverse)
+    fetch_manifest(manifest, base_url=dataverse.url, version="2.0", timeout=5.0)
+    assert manifest.stat().st_mtime > 1e9
+    assert read_manifest(manifest)["version"] == "2.0"
+    download_file(tmp_path / ZIP1, manifest)
+    record = json.loads((tmp_path / f"{ZIP1}.provenance.json").read_text())
+    assert (record["version"], record["file_id"]) == ("2.0", new.id)
+
+
+def test_each_download_stage_records_only_its_own_source(dataverse, tmp_path):
+    """Several stages in one process (the CLI, a test): each one's provenance.json names what
+    it read, never what an earlier one did."""
+    fetch(dataverse, tmp_path / "raw")
+
+    def stage(rule: str, output: Path) -> SimpleNamespace:
+        return SimpleNamespace(rule=rule, log=[str(tmp_path / f"{rule}.log")],
+                               output=[str(output)], params={}, config={})
+
+    with run_stage(stage("download_file", tmp_path / "raw" / ZIP1)):
+        download_file(tmp_path / "raw" / ZIP1, tmp_path / "raw" / MANIFEST)
+    sources = json.loads((tmp_path / "raw/provenance.json").read_text())["sources"]
+    assert sources == {"dataverse": {"record": dataverse.doi, "server": dataverse.url,
+                                     "version": "1.0"}}
+    (tmp_path / "other").mkdir()
+    with run_stage(stage("validate_dataset", tmp_path / "other/manifest.csv")):
+        (tmp_path / "other/manifest.csv").write_text("")
+    assert "sources" not in json.loads((tmp_path / "other/provenance.json").read_text())
 
 
 def test_a_new_version_is_refused_until_the_config_asks_for_it(dataverse, tmp_path):
@@ -280,19 +337,41 @@ def test_an_unknown_version_says_so(dataverse, tmp_path):
     assert "dataset.version" in str(err.value)
 
 
-def test_an_unreachable_host_points_to_local_files_and_the_demo(tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
-    with socket.socket() as sock:  # a port that was free a moment ago and now refuses
+def refused_url() -> str:
+    """A server address nothing answers at: a port that was free a moment ago."""
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("metadata", [META, META_TAB])
+def test_an_unreachable_host_points_to_local_files_and_the_demo(tmp_path, monkeypatch,
+                                                                 metadata):
+    monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
 
     with pytest.raises(DownloadError) as err:
-        download_ham10000(tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=2.0,
+        download_ham10000(tmp_path, base_url=refused_url(), metadata=metadata, timeout=2.0,
                           retries=1)
 
     message = str(err.value)
     assert "could not reach" in message and "dataset.source: local" in message
-    assert "--profile profiles/demo" in message and META in message
+    assert "--profile profiles/demo" in message
+    # The files to fetch by hand, the metadata as the config names it.
+    assert f"{ZIP1}, {ZIP2}, {metadata}" in message
+    assert ({META, META_TAB} - {metadata}).pop() not in message
+    assert EXTERNAL_TEST_FILES[0] not in message  # not asked for
+
+
+def test_an_unreachable_host_names_the_metadata_key_where_its_name_is_not_known(
+        tmp_path, monkeypatch):
+    """The workflow's manifest job is not told the metadata's name (a name changed later
+    would refetch the manifest): its offline error points to the key instead."""
+    monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
+
+    with pytest.raises(DownloadError) as err:
+        fetch_manifest(tmp_path / MANIFEST, base_url=refused_url(), timeout=2.0, retries=0)
+
+    assert "`dataset.metadata`" in str(err.value) and ZIP1 in str(err.value)
 
 
 def test_a_file_missing_from_the_version_is_named(dataverse, tmp_path):
@@ -333,8 +412,10 @@ def test_a_complete_file_is_verified_not_fetched(dataverse, tmp_path):
 @pytest.mark.workflow
 def test_download_rules_keep_every_finished_file(dataverse, tmp_path):
     """The workflow's download rules: a failed file fails alone; enabling the external set
-    later serves only its files and the missing rest of the failed one; editing dermflow's
-    code, the download module included, plans nothing but a newly named .tab metadata."""
+    later serves only its files and the missing rest of the failed one; the same server
+    with a trailing slash plans nothing, and the same version asked for anew plans nothing
+    once the manifest alone was refetched; editing dermflow's code, the download module
+    included, plans nothing but a newly named .tab metadata."""
     work = copy_workflow(tmp_path / "wf")
     (work / "over.yaml").write_text(yaml.safe_dump({"dataset": {
         "source": "download", "path": "raw", "dataverse_url": dataverse.url,
@@ -365,6 +446,22 @@ def test_download_rules_keep_every_finished_file(dataverse, tmp_path):
             dataverse.file("ISIC2018_Task3_Test_GroundTruth.tab").data)}
     for name in (*CORE_FILES, *EXTERNAL_TEST_FILES):
         assert (work / "raw" / name).is_file()
+
+    # The server with a trailing slash is the same server: nothing is planned.
+    over["dataset"]["dataverse_url"] = dataverse.url + "/"
+    (work / "over.yaml").write_text(yaml.safe_dump(over))
+    assert planned_jobs(work, *args[2:]) == {}
+    # The pinned version asked for as the latest: a new param, so Snakemake plans the
+    # manifest and every job after it. Fetching the manifest alone first finds the same
+    # files and keeps its bytes, after which nothing is planned.
+    manifest = work / "raw" / MANIFEST
+    pinned = manifest.read_bytes()
+    over["dataset"]["version"] = "latest"
+    (work / "over.yaml").write_text(yaml.safe_dump(over))
+    assert planned_jobs(work, *args[2:]) == {"download_manifest": 1, "download_file": 5}
+    snakemake(work, "--cores", "1", "--until", "download_manifest", *args[4:])
+    assert manifest.read_bytes() == pinned
+    assert planned_jobs(work, *args[2:]) == {}
 
     # Library code edited (the download module too) and the metadata named as the record
     # names it: only that file is planned.

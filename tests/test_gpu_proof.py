@@ -1,8 +1,9 @@
 """The GPU proof kit (benchmarks/gpu_proof.py): how it plans a call within its budget, what
 it leaves in --out after each step, and what it does without a compiler or a test runner
-(unit tests, fake steps); and on the CPU, its profiles plan the DAG the issue asks for, and
-its --smoke course runs every step, resumes a stopped DAG and leaves what RESULTS.md needs in
-one folder (the course is conftest's smoke_course, shared with the paper-protocol test)."""
+(unit tests, fake steps); and on the CPU, its profiles plan the default experiments and the
+paper protocol, and its --smoke course runs every step, resumes a stopped DAG and leaves
+what RESULTS.md needs in one folder (the course is conftest's smoke_course, shared with the
+paper-protocol test)."""
 
 from __future__ import annotations
 
@@ -130,16 +131,30 @@ def test_a_missing_test_runner_fails_the_gpu_tests(kit, tmp_path: Path) -> None:
     tests = next(s for s in kit.steps(args, "full") if s.name == "gpu-tests")
     absent = dataclasses.replace(tests, command=[
         "no_such_runner" if part == "pytest" else part for part in tests.command])
-    report = tmp_path / "report.xml"
-    failing = fake(kit, "failing-tests", code=f"open({str(report)!r}, 'w').write('<testsuite/>');"
-                   "raise SystemExit(1)", report=report)
     state = kit.load_state()
-    kit.run_steps(args, state, [absent, failing], time.monotonic())
+    kit.run_steps(args, state, [absent], time.monotonic())
     record = state["steps"]["gpu-tests"]
     assert record["status"] == "failed", record
     assert "No module named no_such_runner" in record["reason"]
-    # a runner that ran and reported failing tests is done: the summary lists the failures
-    assert state["steps"]["failing-tests"]["status"] == "done"
+
+
+def test_failing_gpu_tests_show_in_the_steps_and_are_retried(kit, tmp_path: Path) -> None:
+    """A runner that ran and reported failing tests is not plain 'done': the step table
+    says how many failed, and --retry runs it again, as it does a failed step."""
+    report = tmp_path / "report.xml"
+    xml = '<testsuites><testsuite tests="5" failures="2" errors="1"/></testsuites>'
+    failing = fake(kit, "gpu-tests", code=f"open({str(report)!r}, 'w').write({xml!r});"
+                   "raise SystemExit(1)", report=report)
+    state = kit.load_state()
+    kit.run_steps(kit_args(kit, tmp_path), state, [failing], time.monotonic())
+    record = state["steps"]["gpu-tests"]
+    assert record["status"] == "done: 3 failed", record
+    assert "| gpu-tests | done: 3 failed (exit 1) |" in summary(tmp_path)
+
+    kit.run_steps(kit_args(kit, tmp_path), state, [failing], time.monotonic())
+    assert record["calls"] == 1  # kept without --retry
+    kit.run_steps(kit_args(kit, tmp_path, "--retry"), state, [failing], time.monotonic())
+    assert record["calls"] == 2
 
 
 def test_the_wheel_set_carries_the_test_runner_and_its_needs() -> None:

@@ -72,6 +72,12 @@ def record_source(key: str, value: Any) -> None:
     _SOURCES[key] = value
 
 
+def clear_sources() -> None:
+    """Forget the sources recorded so far: a stage starting records only what it reads
+    (several stages can run in one process: the CLI, tests)."""
+    _SOURCES.clear()
+
+
 def write_provenance(folder: str | os.PathLike[str], stage: str, config: dict[str, Any]) -> Path:
     """Write ``folder/provenance.json`` for ``stage``."""
     path = Path(folder) / "provenance.json"

@@ -18,7 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dermflow.atomic import NO_SPACE, disk_full, stale_temporaries, temporaries_in
 from dermflow.errors import DermflowError, FileAccessError
 from dermflow.logs import job_tag, line_format
-from dermflow.provenance import write_provenance
+from dermflow.provenance import clear_sources, write_provenance
 
 if TYPE_CHECKING:
     import torch
@@ -152,6 +152,7 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logger = logging.getLogger(f"dermflow.{smk.rule}")
+    clear_sources()  # this stage's provenance names what it reads, nothing an earlier one did
     try:
         # params.checkpoints: the folder of the job's training checkpoints (its own)
         with hold_outputs(smk.rule, list(smk.output), smk.params.get("checkpoints")), \

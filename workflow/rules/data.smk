@@ -3,12 +3,13 @@
 if SOURCE == "download":
 
     # The pinned version of the record: file ids, sizes, checksums. Refetched only when
-    # the record, server or version asked for changes (update: a failed refresh keeps it).
+    # the record, server (a trailing / aside) or version asked for changes (update: a failed
+    # refresh keeps it); a refetch that pins the same files leaves its bytes as they were.
     rule download_manifest:
         output:
             manifest=update(f"{RAW}/{MANIFEST}"),
         params:
-            url=DATASET["dataverse_url"],
+            url=DATASET["dataverse_url"].rstrip("/"),
             doi=DATASET["doi"],
             version=DATASET["version"],
         log:
@@ -22,7 +23,8 @@ if SOURCE == "download":
 
     # One job per file, its checksum the only thing that defines it: no code hash, and an
     # output Snakemake does not delete before a rerun, so a finished, verified file is
-    # kept whatever the config adds or the library changes (a rerun verifies, then keeps).
+    # kept whatever the config adds or the library changes (a rerun verifies, then keeps;
+    # Snakemake copies an update() output into .snakemake/ first: README, Downloading).
     rule download_file:
         input:
             manifest=f"{RAW}/{MANIFEST}",

@@ -7,9 +7,13 @@ Two steps, so that a finished file never depends on anything but its checksum:
    ``dataverse_manifest.json`` beside the files: record, version, and each file's id,
    size and checksum. Every later download reads the manifest, not the server's current
    listing, so a version published later is never mixed in until the config asks for it.
+   A manifest that already pins the same record version with the same files is left as
+   it is, bytes and timestamp: what was downloaded against it stays up to date.
 2. ``download_file`` brings one file to a verified copy of the manifest's entry. A file
-   already there with the right checksum is kept (only its timestamp is renewed); one
-   that does not match is replaced by the pinned version's file.
+   already there with the right checksum is kept untouched; one that does not match is
+   replaced by the pinned version's file. Each verified file gets its own record,
+   ``<name>.provenance.json`` beside it (record, version, file id, checksum, whether it
+   was downloaded or found), as the files are fetched by separate jobs at once.
 
 Dataverse details that matter:
 
@@ -32,6 +36,7 @@ failed tries back off (``Retry-After`` honoured on 429/503), and a read that sta
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import hashlib
 import json
@@ -41,7 +46,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,11 +153,12 @@ def download_ham10000(out_dir: str | Path, *, base_url: str = DATAVERSE_URL,
     """The manifest (kept if it is of this record, server and version), then each file."""
     out = Path(out_dir)
     manifest = out / MANIFEST
+    files = wanted_files(metadata, external_test)
     if not _manifest_matches(manifest, base_url, doi, version):
         fetch_manifest(manifest, base_url=base_url, doi=doi, version=version,
-                       timeout=timeout, retries=retries)
-    return [download_file(out / name, manifest, timeout=timeout, retries=retries)
-            for name in wanted_files(metadata, external_test)]
+                       timeout=timeout, retries=retries, files=files)
+    return [download_file(out / name, manifest, timeout=timeout, retries=retries, files=files)
+            for name in files]
 
 
 def _manifest_matches(path: Path, base_url: str, doi: str, version: str) -> bool:
@@ -165,25 +171,51 @@ def _manifest_matches(path: Path, base_url: str, doi: str, version: str) -> bool
 
 
 def fetch_manifest(path: str | Path, *, base_url: str = DATAVERSE_URL, doi: str = HAM10000_DOI,
-                   version: str = HAM10000_VERSION, timeout: float = 60.0,
-                   retries: int = 3) -> dict[str, Any]:
-    """Read one version of the record (native API) and write its manifest to path."""
+                   version: str = HAM10000_VERSION, timeout: float = 60.0, retries: int = 3,
+                   files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Read one version of the record (native API) and write its manifest to path, unless
+    the manifest there already pins that record version with the same files: rewriting it
+    would make every file checked against it look out of date. ``files``: the local names
+    the run needs, for the error that sends an offline user to fetch them by hand."""
     base = base_url.rstrip("/")
     with session() as s:
         data = _retrying(lambda: _fetch_version(s, base, doi, version, timeout),
-                         f"version {version} of {doi}", retries, base)
+                         f"version {version} of {doi}", retries, base, files)
     try:
         number = f"{data['versionNumber']}.{data.get('versionMinorNumber', 0)}"
-        files = [_manifest_entry(entry) for entry in data["files"]]
+        entries = [_manifest_entry(entry) for entry in data["files"]]
     except (KeyError, TypeError) as exc:
         raise DownloadError(f"{base} did not answer with a Dataverse dataset version for "
                             f"{doi} (no versionNumber or files[].dataFile): {exc!r}") from exc
     manifest = {"record": doi, "server": base, "requested_version": version,
-                "version": number, "files": files}
-    write_json(manifest, path)
+                "version": number, "files": entries}
+    kept = _same_pin(Path(path), manifest)
+    if kept is None:
+        write_json(manifest, path)
+    else:
+        manifest = kept
     record_source("dataverse", {k: manifest[k] for k in ("record", "server", "version")})
-    log.info("%s: version %s of %s at %s, %d files", path, number, doi, base, len(files))
+    log.info("%s: version %s of %s at %s, %d files%s", path, number, doi, base, len(entries),
+             "" if kept is None else " (pinned already: kept as it was)")
     return manifest
+
+
+def _same_pin(path: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest at path if it pins what ``manifest`` does (server, record, version and
+    every file's entry; the version asked for may differ, as ``latest`` and ``4.0`` can be
+    one version), else None (also when it is missing or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        kept = read_manifest(path)
+    except DownloadError:
+        return None
+
+    def pin(m: dict[str, Any]) -> tuple[Any, ...]:
+        files = sorted(m["files"], key=lambda e: json.dumps(e, sort_keys=True))
+        return m["server"], m["record"], m["version"], files
+
+    return kept if pin(kept) == pin(manifest) else None
 
 
 def _fetch_version(s: requests.Session, base: str, doi: str, version: str,
@@ -265,19 +297,17 @@ def _remote(name: str, manifest: dict[str, Any], path: Path) -> _RemoteFile:
 
 
 def download_file(dest: str | Path, manifest_path: str | Path, *, timeout: float = 60.0,
-                  retries: int = 3) -> Path:
-    """Bring dest to a verified copy of the manifest's file of that name; returns dest."""
+                  retries: int = 3, files: Sequence[str] | None = None) -> Path:
+    """Bring dest to a verified copy of the manifest's file of that name; returns dest.
+    A file already verified is left untouched (a new timestamp would make everything read
+    from it out of date). ``files``: as for fetch_manifest."""
     dest = Path(dest)
     manifest = read_manifest(manifest_path)
     remote = _remote(dest.name, manifest, Path(manifest_path))
-    record_source("dataverse", {"record": manifest["record"], "server": manifest["server"],
-                                "version": manifest["version"], "file": dest.name,
-                                "file_id": remote.file_id, "size": remote.size,
-                                "checksum": {"type": remote.checksum_type,
-                                             "value": remote.checksum}})
+    record_source("dataverse", {k: manifest[k] for k in ("record", "server", "version")})
     if dest.exists():
         if _digest(dest, remote.checksum_type) == remote.checksum:
-            os.utime(dest)  # verified now: newer than the manifest it was checked against
+            _record_file(dest, manifest, remote, downloaded=False)
             log.info("%s: already here, %s verified", dest, remote.checksum_type)
             return dest
         log.warning("%s is not the file of version %s of %s (%s differs); fetching that "
@@ -288,7 +318,7 @@ def download_file(dest: str | Path, manifest_path: str | Path, *, timeout: float
     _claim_part(part, remote)
     with session() as s:
         _retrying(lambda: _stream(s, remote, part, timeout), dest.name, retries,
-                  manifest["server"])
+                  manifest["server"], files)
     actual = _digest(part, remote.checksum_type)
     if actual != remote.checksum:
         part.unlink()
@@ -299,8 +329,34 @@ def download_file(dest: str | Path, manifest_path: str | Path, *, timeout: float
                             "again to fetch it afresh")
     os.replace(part, dest)
     _sidecar(part).unlink(missing_ok=True)
+    _record_file(dest, manifest, remote, downloaded=True)
     log.info("%s: downloaded, %s verified", dest, remote.checksum_type)
     return dest
+
+
+def provenance_path(dest: str | Path) -> Path:
+    """Where a downloaded file's own provenance lies: ``<name>.provenance.json`` beside it."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".provenance.json")
+
+
+def _record_file(dest: Path, manifest: dict[str, Any], remote: _RemoteFile, *,
+                 downloaded: bool) -> None:
+    """Write what dest was verified as, unless its record already says so (a file found
+    again is not news): one record per file, as the files' jobs run at the same time."""
+    pinned = {"file": dest.name, "record": manifest["record"], "server": manifest["server"],
+              "version": manifest["version"], "file_id": remote.file_id, "size": remote.size,
+              "checksum": {"type": remote.checksum_type, "value": remote.checksum}}
+    path = provenance_path(dest)
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = None
+    if not downloaded and isinstance(kept, dict) and {k: kept.get(k) for k in pinned} == pinned:
+        return
+    write_json({**pinned, "obtained": "downloaded" if downloaded else "found here, checksum "
+                "matched", "verified": dt.datetime.now(dt.timezone.utc).isoformat(
+                    timespec="seconds"), "dermflow": __version__}, path)
 
 
 def _sidecar(part: Path) -> Path:
@@ -418,9 +474,11 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _retrying(fn: Callable[[], T], what: str, retries: int, base: str) -> T:
+def _retrying(fn: Callable[[], T], what: str, retries: int, base: str,
+              files: Sequence[str] | None) -> T:
     """Call fn; a try that moved bytes is resumed at once, a failed one retried after a
-    backoff (or the server's Retry-After), at most ``retries`` times in a row."""
+    backoff (or the server's Retry-After), at most ``retries`` times in a row; ``files``
+    for the offline error."""
     failures = 0
     while True:
         try:
@@ -431,23 +489,30 @@ def _retrying(fn: Callable[[], T], what: str, retries: int, base: str) -> T:
                 log.warning("%s: %s; resuming", what, exc)
                 continue
             if failures == retries:
-                raise _final_error(exc, what, base, failures + 1) from exc
+                raise _final_error(exc, what, base, failures + 1, files) from exc
             failures += 1
             delay = exc.wait if exc.wait is not None else _RETRY_DELAY_S * 2 ** (failures - 1)
             log.warning("%s: %s; retry %d/%d in %.0f s", what, exc, failures, retries, delay)
             time.sleep(delay)
 
 
-def _final_error(exc: _Transient, what: str, base: str, tries: int) -> DownloadError:
-    """The error once retries are spent; an unreachable host gets the offline ways out."""
+def _final_error(exc: _Transient, what: str, base: str, tries: int,
+                 files: Sequence[str] | None) -> DownloadError:
+    """The error once retries are spent; an unreachable host gets the offline ways out,
+    with the files to fetch by hand: ``files`` as the run names them or, where the caller
+    does not know them, the metadata as the key that names it."""
     if exc.unreachable:
+        names = ", ".join(files) if files is not None else (
+            f"{', '.join(IMAGE_ZIPS)}, the metadata table `dataset.metadata` names (default "
+            f"{METADATA}) and, with `dataset.external_test`, {', '.join(EXTERNAL_TEST_FILES)}")
         host = urlparse(base).netloc or base
         return DownloadError(
             f"could not reach {host} to fetch {what} ({exc}). If this machine is offline, "
             "download the files elsewhere, put them in one folder and set "
             "`dataset.source: local` with `dataset.path: <that folder>`; or run the "
             "embedded demo dataset: `snakemake --profile profiles/demo`. Files: "
-            f"{', '.join(CORE_FILES + EXTERNAL_TEST_FILES)}")
+            f"{names}")
+
     hint = f" {exc.hint[0].upper()}{exc.hint[1:]}" if exc.hint else ""
     return DownloadError(f"{what}: {exc} ({tries} tries in a row without progress).{hint}")
 
