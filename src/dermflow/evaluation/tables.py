@@ -17,16 +17,19 @@ from dermflow.evaluation.significance import format_p
 
 HOW_TO_READ = (
     "Every interval is a 95% percentile interval of the lesion-cluster bootstrap "
-    "({resamples} resamples of the test set's lesions, each with all its images), so it "
-    "counts lesions, not images, as independent. A declared comparison is a claim fixed "
+    "({resamples} resamples of the scored set's lesions, each with all its images: the test "
+    "split's, the external set's, or under cross-validation the out-of-fold predictions'), "
+    "so it counts lesions, not images, as independent. A declared comparison is a claim fixed "
     "before the results (report.comparisons); its Holm-adjusted p-value accounts for every "
     "declared test, and a difference whose interval includes 0 is not evidence that either "
     "experiment is better. A comparison with a note was not tested (the note says why) and "
     "never counts as holding. The exploratory comparisons of every pair (comparisons.csv, "
-    "ablation.md) are unadjusted leads, not findings. These intervals reflect the test "
-    "set's sampling only, not training randomness (seeds, splits). Under protocol paper, "
-    "the leakage audit counts what val and test share with training: its test scores are "
-    "inflated and are reported to measure that inflation, not as results.")
+    "ablation.md) are unadjusted leads, not findings. The bootstrap intervals reflect the "
+    "scored set's sampling only, not training randomness (seeds, splits); under "
+    "cross-validation the corrected resampled t-test over runs counts the latter.")
+PAPER = (" Under protocol paper, the leakage audit counts what val and test share with "
+         "training: its test scores are inflated and are reported to measure that inflation, "
+         "not as results.")
 STYLE = """
 body { font-family: system-ui, sans-serif; font-size: 14px; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -35,6 +38,12 @@ th { background: #f2f2f2; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
 p { max-width: 60em; }
 """
+
+
+def how_to_read(data: dict[str, Any], resamples: int) -> str:
+    """What the intervals and tests count, with the paper protocol's caveat where it applies."""
+    return HOW_TO_READ.format(resamples=resamples) + (PAPER if data["protocol"] == "paper"
+                                                      else "")
 
 
 def declared_rows(comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -89,8 +98,7 @@ def tables_html(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
     rows = headline_rows(experiments, evaluations)
     parts = [f"<h1>{html.escape(heading)}</h1>",
              f"<p><b>Data:</b> {html.escape(data_line(data, evaluations))}.</p>",
-             f"<p><b>How to read this.</b> {html.escape(HOW_TO_READ.format(resamples=resamples))}"
-             "</p>",
+             f"<p><b>How to read this.</b> {html.escape(how_to_read(data, resamples))}</p>",
              _table("Experiments", pd.DataFrame(rows)[["experiment", "model", "balance",
                                                        "task"]])]
     for metric in HEADLINE:
