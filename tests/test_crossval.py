@@ -54,6 +54,32 @@ def test_an_image_validated_by_two_folds_is_an_error():
         join_runs(runs)
 
 
+FILES = {(f, s): f"fold{f}/seed{s}/predictions.csv" for f in range(3) for s in range(2)}
+
+
+@pytest.mark.parametrize(("fold", "seed_1_val", "wrong"), [
+    (0, ["v0"], "1 missing, 0 extra, e.g. v1"),  # a seed that lost a validation row
+    (0, ["v0", "v1", "v9"], "0 missing, 1 extra, e.g. v9"),  # one that gained one
+    (2, ["v4", "v4"], "predicts v4 \\(val\\) twice")])
+def test_seeds_of_a_fold_must_validate_on_the_same_rows(fold, seed_1_val, wrong):
+    """Averaging over seeds aligns rows by image: a seed missing one, or holding another,
+    is named by its file, not averaged by whatever rows happen to match."""
+    runs = {(f, s): run(f, s, ids, TEST) for f, ids in enumerate(FOLDS) for s in range(2)}
+    runs[(fold, 1)] = run(fold, 1, seed_1_val, TEST)
+    seed_1 = FILES[(fold, 1)]
+    with pytest.raises(DatasetError, match=f"{seed_1}.*{wrong}.*rerun"):
+        join_runs(runs, FILES)
+
+
+def test_runs_tested_on_different_images_are_named():
+    runs = {(f, s): run(f, s, ids, TEST) for f, ids in enumerate(FOLDS) for s in range(2)}
+    runs[(1, 0)] = run(1, 0, FOLDS[1], [*TEST, "t3"])
+    with pytest.raises(DatasetError, match="fold1/seed0/predictions.csv and fold0/seed0/"
+                       "predictions.csv predict different test and external images "
+                       r"\(0 missing, 1 extra, e.g. t3\)"):
+        join_runs(runs, FILES)
+
+
 def test_run_scores_name_the_validation_images_so_runs_pair_up():
     a = run(0, 0, ["v0", "v1"], TEST)
     metrics = {"train_images": {"real": 8, "synthetic": 4}}

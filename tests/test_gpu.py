@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 import yaml
 from conftest import REPO
@@ -348,31 +349,50 @@ def test_predict_with_grad_cam(device: str, tmp_path: Path, monkeypatch: pytest.
 # --- predicted probabilities come from float32 logits, even under bf16 autocast -----------
 
 
+def linear_head(device: str) -> tuple[nn.Module, nn.Module, int]:
+    """A dermflow-style network: a conv body, then a Linear head."""
+    body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    head = nn.Linear(16, len(CLASSES))
+    return nn.Sequential(body, head), head, 16
+
+
+def conv_head(device: str) -> tuple[nn.Module, nn.Module, int]:
+    """timm's resnetv2, the baseline's family, whose classifier is a 1x1 Conv2d (``head.fc``,
+    no Linear anywhere): the baseline's resnetv2_50 on CUDA, resnetv2_18 on the CPU."""
+    name = "resnetv2_50" if device == "cuda" else "resnetv2_18"
+    model = timm.create_model(name, pretrained=False, num_classes=len(CLASSES))
+    return model, model.get_classifier(), 224 if device == "cuda" else 32
+
+
+@pytest.mark.parametrize("network", [linear_head, conv_head], ids=["linear-head", "conv-head"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_probabilities_are_the_softmax_of_float32_logits(device: str,
+def test_probabilities_are_the_softmax_of_float32_logits(device: str, network,
                                                          monkeypatch: pytest.MonkeyPatch):
     """bf16 logits would be rounded to 8 significant bits (up to a few percent on a
     probability, and ties); the written probabilities are softmax(float32 logits) of the
-    features the bf16 body computed."""
+    features the bf16 body computed, whichever layer computes the logits."""
     dev = torch.device(device)
     if device == "cpu":  # dermflow autocasts on CUDA only; the stand-in switches it on here
         monkeypatch.setattr(loop, "autocast", lambda d, precision: torch.autocast(
             d.type, dtype=torch.bfloat16, enabled=precision == "bf16"))
     torch.manual_seed(0)
-    body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    head = nn.Linear(16, len(CLASSES))
+    model, head, size = network(device)
     with torch.no_grad():
         head.weight.mul_(40)  # confident logits, as a trained classifier's
-    model = nn.Sequential(body, head).to(dev).eval()
-    data = ImageTensor(images(64, 16), np.arange(64) % len(CLASSES), dev, (0.5,) * 3,
+    model = model.to(dev).eval()
+    n = 32 if device == "cuda" else 8
+    data = ImageTensor(images(n, size), np.arange(n) % len(CLASSES), dev, (0.5,) * 3,
                        (0.5,) * 3)
-    probs = predict(model, data, np.arange(64), 32, "bf16")
-    x, _ = data.batch(torch.arange(64))
+    probs = predict(model, data, np.arange(n), n, "bf16")  # one batch: the same kernels below
+    x, _ = data.batch(torch.arange(n))
+    features = []
+    hook = head.register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
     with torch.no_grad():
         with loop.autocast(dev, "bf16"):
-            features = body(x)
-            rounded = torch.softmax(head(features).float(), 1).cpu().numpy()
-        expected = torch.softmax(head(features.float()), 1).cpu().numpy()
+            rounded = torch.softmax(model(x).float(), 1).cpu().numpy()
+        hook.remove()
+        expected = torch.softmax(head(features[0].float()).flatten(1), 1).cpu().numpy()
+    assert features[0].dtype == torch.bfloat16  # the body ran in bf16
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
     assert np.abs(rounded - expected).max() > 1e-3  # what bf16 logits would have written
 

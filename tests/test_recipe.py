@@ -315,11 +315,15 @@ def test_with_an_epoch_budget_datasets_of_any_size_train_the_same_steps(sampling
         result = fit(small_net(), data, train, np.arange(200, 280), cfg, optimizer_factory=adam)
         state = next(iter(optimizers[0].state.values()))
         steps.append(int(state["step"]))
+        assert result.history["optimizer_steps"].tolist() == [4, 4]  # each epoch's own record
+        assert result.history["images_seen"].tolist() == [64, 64]
         budgets.append(training_budget(result.history, len(train),
                                        {"epoch_images": 70, "batch_size": 16}))
     assert steps == [8, 8]  # 2 epochs x 4 full batches of the 70 drawn images
     assert [b["optimizer_steps"] for b in budgets] == steps
     assert budgets[0] == budgets[1] == {"epoch_images": 70, "epochs_trained": 2,
                                         "optimizer_steps": 8, "images_seen": 128}
-    plain = training_budget(result.history, 100, {"epoch_images": None, "batch_size": 16})
-    assert plain["optimizer_steps"] == 2 * steps_per_epoch(100, 16) == 12  # null: the table
+    cfg = TrainConfig(epochs=2, batch_size=16, augment=False, sampling=sampling)
+    whole = fit(small_net(), data, np.arange(100), np.arange(200, 280), cfg).history
+    assert training_budget(whole, 100, {"epoch_images": None}) == {  # null: the whole split
+        "epoch_images": 100, "epochs_trained": 2, "optimizer_steps": 2 * 6, "images_seen": 192}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dermflow.evaluation import leakage
 from dermflow.evaluation.compare import BOOTSTRAP, COLUMNS
 from dermflow.evaluation.headline import (
     data_line,
@@ -47,6 +48,29 @@ def test_leakage_audit_counts_what_the_paper_protocol_leaks(tmp_path):
     assert audit["near_duplicate_pairs_train_vs_val_test"] == 1  # AUG_0 vs r0
     assert audit["near_duplicates"] == [{"held_out": "AUG_0", "split": "test", "train": "r0",
                                          "mean_abs_difference": 0.0}]
+
+
+def test_leakage_audit_counts_a_repeated_train_image_once(tmp_path, monkeypatch):
+    """``oversample`` repeats train images as extra rows; a test image that is a near copy of
+    one of them is one pair, not one per row, and each image is hashed once."""
+    rng = np.random.default_rng(2)
+    cache = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    cache[1] = np.clip(cache[0].astype(int) + 2, 0, 255)  # test image r1: a near copy of r0
+    np.save(tmp_path / "cache.npy", cache)
+    pd.DataFrame({
+        "image_id": ["r0", "r1", "r2", "REP_0", "REP_1", "REP_2"],
+        "source": ["real"] * 3 + ["repeat"] * 3, "array": "cache", "row": [0, 1, 2, 0, 0, 2],
+        "lesion_id": ["L0", "L1", "L2", "L0", "L0", "L2"], "dx": "nv", "label": 5,
+        "split": ["train", "test", "train", "train", "train", "train"],
+    }).to_csv(tmp_path / "dataset.csv", index=False)
+    hashed = []
+    monkeypatch.setattr(leakage, "dhash", lambda images: hashed.append(len(images)) or dhash(
+        images))
+    audit = leakage_audit(str(tmp_path / "dataset.csv"), str(tmp_path / "cache.npy"), None,
+                          max_bits=4, max_mae=0.02)
+    assert audit["near_duplicate_pairs_train_vs_val_test"] == 1
+    assert [(p["held_out"], p["train"]) for p in audit["near_duplicates"]] == [("r1", "r0")]
+    assert sum(hashed) == 3  # the three distinct images, not six rows
 
 
 def test_ablation_table_puts_the_papers_figures_beside_ours():

@@ -43,32 +43,47 @@ def ensemble_mean(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(probabilities).mean(axis=0)
 
 
-def _mean(parts: list[pd.DataFrame], prob: list[str]) -> pd.DataFrame:
-    """Rows identified by image and split, probabilities averaged over the parts (each holds
-    the same rows: one fold's seeds on its validation images, or every run's held-out ones)."""
-    keyed = [part.set_index(["split", "image_id"]).sort_index() for part in parts]
-    first = keyed[0][[k for k in KEYS if k not in ("split", "image_id")]].copy()
-    first[prob] = ensemble_mean([part.loc[first.index, prob].to_numpy() for part in keyed])
-    return first.reset_index()
+def _mean(parts: dict[str, pd.DataFrame], prob: list[str], what: str) -> pd.DataFrame:
+    """Rows identified by image and split, probabilities averaged over the parts (named by
+    their files), which must hold the same rows: one fold's seeds on its validation images,
+    or every run's held-out ones. DatasetError naming two files whose rows differ."""
+    keyed = {name: part.set_index(["split", "image_id"]).sort_index()
+             for name, part in parts.items()}
+    first_name, first = next(iter(keyed.items()))
+    for name, part in keyed.items():
+        twice = part.index[part.index.duplicated()]
+        missing, extra = first.index.difference(part.index), part.index.difference(first.index)
+        if len(twice) or len(missing) or len(extra):
+            problem = (f"{name} predicts {twice[0][1]} ({twice[0][0]}) twice" if len(twice) else
+                       f"{name} and {first_name} predict different {what} images "
+                       f"({len(missing)} missing, {len(extra)} extra, e.g. "
+                       f"{(missing if len(missing) else extra)[0][1]})")
+            raise DatasetError(f"{problem}; runs averaged together must predict the same "
+                               "images: rerun them")
+    table = first[[k for k in KEYS if k not in ("split", "image_id")]].copy()
+    table[prob] = ensemble_mean([part[prob].to_numpy() for part in keyed.values()])
+    return table.reset_index()
 
 
-def join_runs(runs: dict[tuple[int, int], pd.DataFrame]) -> pd.DataFrame:
-    """Out-of-fold rows (split ``oof``) and fold-ensemble rows (``test``, ``external``)."""
+def join_runs(runs: dict[tuple[int, int], pd.DataFrame],
+              files: dict[tuple[int, int], str] | None = None) -> pd.DataFrame:
+    """Out-of-fold rows (split ``oof``) and fold-ensemble rows (``test``, ``external``);
+    ``files`` names each run's predictions in errors."""
+    name = {run: (files or {}).get(run, f"fold {run[0]} seed {run[1]}") for run in runs}
     first = next(iter(runs.values()))
     prob = [f"prob_{c}" for c in classes_of(first)]
     folds = sorted({fold for fold, _ in runs})
     oof = []
     for fold in folds:
-        seeds = [t[t["split"] == "val"] for (f, _), t in runs.items() if f == fold]
-        oof.append(_mean(seeds, prob).assign(split="oof"))
+        seeds = {name[run]: t[t["split"] == "val"] for run, t in runs.items() if run[0] == fold}
+        oof.append(_mean(seeds, prob, "validation").assign(split="oof"))
     oof_table = pd.concat(oof, ignore_index=True)
     twice = oof_table["image_id"][oof_table["image_id"].duplicated()]
     if len(twice):
         raise DatasetError(f"images validated in more than one fold: {', '.join(twice[:5])}")
-    held_out = [t[t["split"].isin(["test", "external"])] for t in runs.values()]
-    if any(set(h["image_id"]) != set(held_out[0]["image_id"]) for h in held_out):
-        raise DatasetError("the folds' models were tested on different images; rerun the folds")
-    table = pd.concat([oof_table, _mean(held_out, prob)], ignore_index=True)
+    held_out = {name[run]: t[t["split"].isin(["test", "external"])] for run, t in runs.items()}
+    table = pd.concat([oof_table, _mean(held_out, prob, "test and external")],
+                      ignore_index=True)
     table["pred"] = table[prob].to_numpy().argmax(1)
     return table[[*KEYS, *prob, "pred"]]
 
@@ -90,7 +105,7 @@ def cross_predict(runs: dict[tuple[int, int], tuple[str, str]], *, out_predictio
     """Join an experiment's runs ((fold, seed) → its predictions.csv and metrics.json)."""
     tables = {run: pd.read_csv(paths[0]) for run, paths in runs.items()}
     trained = {run: json.loads(Path(paths[1]).read_text()) for run, paths in runs.items()}
-    joined = join_runs(tables)
+    joined = join_runs(tables, {run: paths[0] for run, paths in runs.items()})
     scores = pd.DataFrame([run_scores(f, s, tables[(f, s)], trained[(f, s)])
                            for f, s in sorted(runs)])
     first = trained[min(runs)]

@@ -49,16 +49,17 @@ def leakage_audit(dataset_csv: str, cache_npy: str, extra_npy: str | None, max_b
     A near duplicate is a (val/test, train) pair whose difference hashes are within
     ``max_bits`` bits and whose pixels differ by at most ``max_mae`` on average ([0, 1]):
     the hash finds candidates fast, the pixels confirm them. Each confirmed pair is listed
-    (``near_duplicates``), so a reader can look at the images the count is about.
+    (``near_duplicates``), so a reader can look at the images the count is about. Train rows
+    pointing at the same image (its repeats) count as that image once, named by its first
+    row (the real one), so datasets with and without repeats are counted alike.
     """
     images, table = load_dataset(dataset_csv, cache_npy, extra_npy)
     shared = table.groupby("lesion_id")["split"].nunique()
     held_out = (table["split"] != "train").to_numpy()
-    positions = table["pos"].to_numpy()
-    held_pos, train_pos = positions[held_out], positions[~held_out]
-    hashes = dhash(images[positions])
-    pairs = near_duplicate_pairs(hashes[held_out], hashes[~held_out], max_bits)
-    held_rows, train_rows = table[held_out], table[~held_out]
+    held_rows = table[held_out]
+    train_rows = table[~held_out].drop_duplicates(["array", "row"])
+    held_pos, train_pos = held_rows["pos"].to_numpy(), train_rows["pos"].to_numpy()
+    pairs = near_duplicate_pairs(dhash(images[held_pos]), dhash(images[train_pos]), max_bits)
     found = []
     for start in range(0, len(pairs), PAIRS):
         part = pairs[start:start + PAIRS]

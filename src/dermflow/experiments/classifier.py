@@ -34,7 +34,7 @@ from dermflow.models.io import save_model
 from dermflow.training.batches import ImageTensor
 from dermflow.training.compilation import resolve_compile
 from dermflow.training.distributed import is_writer, run_distributed
-from dermflow.training.loop import TrainConfig, fit, predict, scores, steps_per_epoch
+from dermflow.training.loop import TrainConfig, fit, predict, scores
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,13 @@ def training_budget(history: pd.DataFrame, train_images: int, settings: dict[str
                     ) -> dict[str, int]:
     """What a run trained for, so experiments on datasets of different sizes can be read at
     their budgets: the images an epoch draws (``epoch_images``, else the training split's
-    size), the epochs run (every stage, early stopping included), optimizer steps and
-    images seen (global batches: the same on any number of GPUs)."""
-    per_epoch = settings["epoch_images"] or train_images
-    steps = steps_per_epoch(per_epoch, settings["batch_size"])
-    epochs = len(history)
-    return {"epoch_images": per_epoch, "epochs_trained": epochs,
-            "optimizer_steps": epochs * steps,
-            "images_seen": epochs * min(steps * settings["batch_size"], per_epoch)}
+    size), the epochs run (every stage, early stopping included), and the optimizer steps
+    and images (global batches: the same on any number of GPUs) that the loop recorded in
+    each epoch's history row."""
+    return {"epoch_images": settings["epoch_images"] or train_images,
+            "epochs_trained": len(history),
+            "optimizer_steps": int(history["optimizer_steps"].sum()),
+            "images_seen": int(history["images_seen"].sum())}
 
 
 def train_model(model: FreezableClassifier, data: ImageTensor, train: np.ndarray,

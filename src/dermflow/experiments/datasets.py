@@ -7,7 +7,9 @@ ablation (iv): the same per-class numbers as synthesis, made by classical
 augmentation (flips, rotation, shift/scale, colour jitter) of training-pool
 images, split the same way as synthetic images would be. ``oversample``: the control
 synthetic images must beat: real train-split images drawn again (the synthesis plan's
-seeded round-robin draws of sources) to the plan's per-class counts, added to train only.
+seeded round-robin draws of sources), per class as many as a generator dataset's train
+split gets synthetic images (the whole plan under ``grouped``, the train share of the
+pooled split under ``paper``), added to train only.
 
 A dataset is a table (``dataset.csv``) whose rows point into arrays: ``cache``
 (the real image cache), ``synthetic`` or ``augmented``; no real image is copied (a
@@ -73,15 +75,26 @@ def augmented_images(images: np.ndarray, manifest: pd.DataFrame, seed: int,
     return out
 
 
-def repeated_rows(index: pd.DataFrame, synthesis: dict[str, Any], seed: int) -> pd.DataFrame:
-    """Dataset rows repeating train-split real images, per class as many as the synthesis
-    plan gives that split (under ``grouped`` exactly the plan of the generator's pool; under
-    ``paper``, whose pool is every image, the targets scaled to the train split, the share
-    of the pooled set that train gets). Sources are drawn as synthesis draws them, so each
-    real image of a class repeats about as often as any other."""
-    pool = index[index["split"] == "train"]
-    manifest = plan(pool, synthetic_counts(pool["dx"].value_counts().to_dict(), synthesis),
-                    seed)
+def synthesis_plan(index: pd.DataFrame, protocol: str, synthesis: dict[str, Any], seed: int,
+                   ) -> pd.DataFrame:
+    """The manifest synthesis plans from the protocol's training pool (generate_synthetic's
+    per-class counts and draws of sources): ``augment`` makes its images, ``oversample``
+    counts how many of them split_pool puts in train."""
+    pool = index[training_pool(index, protocol).to_numpy()]
+    return plan(pool, synthetic_counts(pool["dx"].value_counts().to_dict(), synthesis), seed)
+
+
+def repeated_rows(index: pd.DataFrame, pooled: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Dataset rows repeating train-split real images, per class as many as the synthetic
+    images that ``pooled`` (split_pool's split of the planned synthesis) puts in train: under
+    ``grouped`` every planned image, under ``paper`` the train split's share of the pooled
+    set, so the repeats match a generator dataset's train split class for class. Sources are
+    drawn as synthesis draws them (under ``grouped`` from the same pool with the same seed, so
+    repeat k is the source of synthetic image k), so each real image of a class repeats
+    about as often as any other."""
+    added = pooled[(pooled["source"] != "real") & (pooled["split"] == "train")]
+    counts = added["dx"].value_counts().reindex(list(CLASSES), fill_value=0).to_dict()
+    manifest = plan(index[index["split"] == "train"], counts, seed)
     return pd.DataFrame({
         "image_id": manifest["synthetic_id"].str.replace("SYN_", "REP_"), "source": "repeat",
         "array": "cache", "row": manifest["source_row"].astype(int),
@@ -96,7 +109,7 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
                   out_npy: str | None = None, folds: int = 1, fold: int = 0) -> pd.DataFrame:
     """Write dataset.csv (and, for ``augment``, the augmented images) for one balance mode
     (of cross-validation fold ``fold`` of ``folds``, which only the paper protocol's pooled
-    split of the augmented images needs). ``oversample`` needs ``synthesis``."""
+    split of the planned images needs). ``augment`` and ``oversample`` need ``synthesis``."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
     fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
     split = index[["image_id", "lesion_id", "dx", "split"]]
@@ -111,9 +124,7 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
     elif balance == "augment":
         if synthesis is None or out_npy is None:
             raise ValueError("balance augment needs the synthesis settings and an output array")
-        pool = index[training_pool(index, protocol).to_numpy()]
-        counts = synthetic_counts(pool["dx"].value_counts().to_dict(), synthesis)
-        manifest = plan(pool, counts, seed)
+        manifest = synthesis_plan(index, protocol, synthesis, seed)
         with atomic_path(out_npy) as tmp, open(tmp, "wb") as fh:
             np.save(fh, augmented_images(images, manifest, seed))
         manifest["synthetic_id"] = manifest["synthetic_id"].str.replace("SYN_", "AUG_")
@@ -124,8 +135,10 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
     elif balance == "oversample":
         if synthesis is None:
             raise ValueError("balance oversample needs the synthesis settings")
+        pooled = pool_split(split, synthesis_plan(index, protocol, synthesis, seed),
+                            protocol, fractions, split_settings["seed"], folds=folds, fold=fold)
         table = pd.concat([_with_rows(split.assign(source="real"), index, None, "cache"),
-                           repeated_rows(index, synthesis, seed)], ignore_index=True)
+                           repeated_rows(index, pooled, seed)], ignore_index=True)
     else:
         raise ValueError(f"balance: unknown mode {balance!r}; one of {', '.join(BALANCES)}")
     if protocol == "grouped" and (table.loc[table["split"] != "train", "source"] != "real").any():

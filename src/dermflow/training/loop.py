@@ -235,7 +235,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        seen = 0
+        seen = stepped = 0
         for step, chunk in enumerate(batches(order, cfg.batch_size, drop_last=True),
                                      start=epoch * steps):
             x, y = data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)
@@ -250,6 +250,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
             optimizer.step()
+            stepped += 1
             if ema is not None:
                 ema.update()
             loss_sum += loss.detach() * len(chunk)
@@ -269,6 +270,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
         val = scores(labels[val_idx], val_probs)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
                "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
+               "optimizer_steps": stepped, "images_seen": seen,  # the global batches trained
                **{f"val_{k}": v for k, v in val.items()},
                "val_loss": log_loss(labels[val_idx], val_probs)}
         history.append(row)

@@ -8,7 +8,9 @@ the input's shape.
 Probabilities come from float32 logits: under bf16 autocast the model's output layer
 would round its logits to bf16 (8 significant bits: a logit gap of 10 is off by up to
 0.03, the probability by about 3 %, and nearby scores tie, which AUC and calibration
-feel), so that one layer is computed again in float32 from its input (``fp32_logits``).
+feel), so that one layer is computed again in float32 from its input (``fp32_logits``):
+a timm network's classifier, a Linear or the 1x1 Conv2d of its convolutional heads (the
+baseline's ``resnetv2_50``), or a dermflow classifier's last Linear.
 """
 
 from __future__ import annotations
@@ -44,9 +46,19 @@ VIEWS: dict[str, tuple[View, ...]] = {
 }
 
 
-def output_layer(model: nn.Module) -> nn.Linear | None:
-    """The layer that computes the logits: the last Linear a dermflow classifier (its
-    ``head``) or a timm network (its classifier) registers."""
+def _computes_logits(layer: Any) -> bool:
+    """A Linear, or a 1x1 Conv2d (timm's convolutional heads, e.g. resnetv2's ``head.fc``)."""
+    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d)
+                                            and layer.kernel_size == (1, 1))
+
+
+def output_layer(model: nn.Module) -> nn.Linear | nn.Conv2d | None:
+    """The layer that computes the logits: a timm network's classifier (``get_classifier``),
+    else the last Linear a dermflow classifier (its ``head``) registers."""
+    classifier = getattr(model, "get_classifier", None)
+    layer = classifier() if callable(classifier) else None
+    if _computes_logits(layer):
+        return layer
     return next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
 
 
