@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing as mp
 import os
 import queue
@@ -10,6 +11,7 @@ import socket
 import stat
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ import torch
 
 from dermflow import jobenv
 from dermflow.jobenv import gpu_job_limit, limit_gpu_jobs, local_gpu_count
+from dermflow.training import device
 from dermflow.training.device import Claim, DeviceError, claim_gpus
 
 CTX = mp.get_context("fork")  # fast, and the parent holds no locks when it forks
@@ -449,12 +452,55 @@ def test_jobs_sharing_a_slurm_allocation_claim_distinct_gpus(
     procs, releases = spawn_holders(tmp_path, 4, 4, records)
     try:
         held = [records.get(timeout=20) for _ in range(4)]
+        assert sorted(p.name for p in (tmp_path / "slurm-41").iterdir()) == [
+            f"gpu{i}.lock" for i in range(4)]
     finally:
         finish(procs, releases)
     assert sorted(r[2] for r in held) == [0, 1, 2, 3]
     assert sorted(r[3] for r in held) == ["0", "1", "2", "3"]  # what each job's CUDA sees
-    assert sorted(p.name for p in (tmp_path / "slurm-41").iterdir()) == [
-        f"gpu{i}.lock" for i in range(4)]
+    assert list(tmp_path.iterdir()) == [], "the allocation's lock folder outlived its jobs"
+
+
+def test_an_allocations_folder_stays_while_one_of_its_jobs_holds_a_gpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One job of the allocation letting go removes its lock file, never another's claim."""
+    monkeypatch.setenv("SLURM_JOB_ID", "44")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as first:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the next claims: other jobs'
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as second:
+            assert (first.physical, second.physical) == ((0,), (1,))
+        assert [p.name for p in (tmp_path / "slurm-44").iterdir()] == ["gpu0.lock"]
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as third:
+            assert third.physical == (1,)  # GPU 0 is still the first job's
+    assert not (tmp_path / "slurm-44").exists()
+
+
+def test_a_lock_its_holder_removed_meanwhile_is_taken_on_the_new_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job opens a lock file, its holder (another job of the allocation) removes it and
+    lets go, then the job locks the file it opened: that lock guards nothing, as the next
+    job creates a new file. The job must hold the file that is there."""
+    monkeypatch.setenv("SLURM_JOB_ID", "45")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    lock = tmp_path / "slurm-45" / "gpu0.lock"
+    real_flock = device.fcntl.flock
+    removed = []
+
+    def flock_after_its_holder_let_go(fd: int, operation: int) -> None:
+        if not removed:
+            removed.append(lock)
+            lock.unlink()
+            lock.parent.rmdir()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(device, "fcntl", SimpleNamespace(
+        flock=flock_after_its_holder_let_go, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as first:
+        assert removed and first.physical == (0,)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the next claim: another job's
+        with claim_gpus(1, lock_dir=tmp_path, device_count=2, timeout=0) as second:
+            assert second.physical == (1,)  # GPU 0 is the first job's
 
 
 def test_a_two_gpu_job_in_a_larger_allocation_claims_two(

@@ -285,8 +285,7 @@ def _ddp_rank(rank: int, device: str, out: Path) -> None:
 def test_one_process_ddp_step_matches_plain_training(device: str, tmp_path: Path):
     """fit() inside a one-process group (NCCL on CUDA, gloo on the CPU) trains through
     DistributedDataParallel (SyncBatchNorm on CUDA) to the weights of plain training."""
-    run_distributed(_ddp_rank, 1, device, tmp_path / "ddp.pt",
-                    backend="nccl" if device == "cuda" else "gloo")
+    run_distributed(_ddp_rank, 1, device, tmp_path / "ddp.pt", device=torch.device(device))
     saved = torch.load(tmp_path / "ddp.pt")
     assert saved["rank_world"] == (0, 1)
     assert saved["sync_bn"] == (device == "cuda")

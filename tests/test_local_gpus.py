@@ -94,22 +94,34 @@ rule gpu_job:
         "two GPU jobs at once")
 
 
+# What the demo run made that no train_classifier job of the `none` balance reads.
+NOT_UPSTREAM = {"experiments", "checkpoints", "baseline", "attention", "gan", "synthetic",
+                "report"}
+
+
 def test_classifier_on_two_gpus_trains_through_the_rule(demo_run: Path, tmp_path: Path):
     """classifier.gpus: 2 from the real rule: the job starts two DDP workers (on the CPU,
     gloo; on GPUs, NCCL: the same launch) that do not re-run the rule's script, and rank 0
-    writes the model. One cheap demo experiment, its train_classifier job alone."""
-    name = "none_cnn_densenet121"
+    writes the model and logs as the job, to its log and the console. The cheapest
+    registered model (ResNet-18, one epoch) on the demo's `none` dataset, its job alone,
+    in a copy of the demo run without what that job does not read."""
+    name = "none_resnet18"
     workdir = tmp_path / "w"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    experiments = [
-        {**e, "overrides": {**e.get("overrides", {}), "gpus": 2, "epochs": 1}}
-        if e["name"] == name else e for e in DEMO["experiments"]]
+    results = demo_run / "results"
+    shutil.copytree(demo_run, workdir, symlinks=True, ignore=lambda folder, names: (
+        NOT_UPSTREAM & set(names) if Path(folder) == results else set()))
+    experiments = [*DEMO["experiments"], {"name": name, "balance": "none", "model": "resnet18",
+                                          "overrides": {"gpus": 2, "epochs": 1}}]
     (workdir / "ddp.yaml").write_text(yaml.safe_dump({"experiments": experiments}))
     model = f"results/experiments/{name}/model.pt"
-    proc = snakemake(workdir, model, "--force", *demo_args("ddp.yaml"))
+    proc = snakemake(workdir, model, *demo_args("ddp.yaml"))
     assert "NameError" not in proc.stderr
+    assert "train_classifier" in proc.stderr and "build_dataset" not in proc.stderr, (
+        "the copy lacks an input of the job")
     log = (workdir / f"logs/train_classifier_{name}.log").read_text()
     assert "DistributedDataParallel over 2 CPU processes (gloo)" in log
+    rank0 = f"[{name}] dermflow.experiments.classifier: {name}: resnet18 ("
+    assert rank0 in log and rank0 in proc.stderr
     metrics = json.loads((workdir / f"results/experiments/{name}/metrics.json").read_text())
     assert metrics["best_epoch"] == 1 and metrics["train_config"]["epochs"] == 1
     assert torch.load(workdir / model, weights_only=False)["state_dict"]

@@ -158,6 +158,36 @@ def test_every_line_of_an_experiments_job_names_it(tmp_path):
     assert job_tag([]) == "" and line_format("") == FORMAT  # one job of its rule: no tag
 
 
+def test_the_log_is_new_each_run_and_keeps_what_others_append(tmp_path):
+    """A DDP job's rank 0 appends to the job's log while the job writes it too: the job's
+    later lines go after rank 0's, never over them; a rerun starts the log afresh."""
+    smk = job(tmp_path, "train_classifier")
+    Path(smk.log[0]).parent.mkdir(parents=True)
+    Path(smk.log[0]).write_text("the previous run's lines\n" * 50)
+    with run_stage(smk) as logger:
+        logger.info("starting 2 DDP workers")
+        with open(smk.log[0], "a") as rank0:
+            rank0.write("rank 0: epoch 1 val_macro_f1 0.41\n")
+        logger.info("the workers ended")
+        for output in smk.output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_bytes(b"x")
+    lines = Path(smk.log[0]).read_text().splitlines()
+    assert [line.rsplit(": ", 1)[-1] for line in lines] == [
+        "starting 2 DDP workers", "epoch 1 val_macro_f1 0.41", "the workers ended"], lines
+
+
+def test_a_percent_sign_in_a_wildcard_is_logged_as_itself(tmp_path):
+    smk = job(tmp_path, "evaluate")
+    smk.wildcards = {"experiment": "oversample_50%_resnet18"}
+    with run_stage(smk) as logger:
+        logger.info("test n=36")
+        for output in smk.output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_bytes(b"x")
+    assert "[oversample_50%_resnet18] dermflow.evaluate: test n=36" in Path(smk.log[0]).read_text()
+
+
 def test_log_lines_print_above_a_progress_bar_not_through_it(tmp_path, capsys):
     smk = job(tmp_path)
     with run_stage(smk):

@@ -2,7 +2,22 @@
 
 
 class DermflowError(Exception):
-    """Base for expected failures; stages print the message, not a traceback."""
+    """Base for expected failures; stages print the message, not a traceback.
+
+    Every subclass pickles (a DDP rank hands its error to the job that way), whatever
+    its ``__init__`` takes: it is rebuilt from its message arguments and attributes.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args), self.__dict__
+
+
+def _rebuild(cls: type[DermflowError], args: tuple[object, ...]) -> DermflowError:
+    """An error of ``cls`` with ``args``, without calling its ``__init__`` (which may take
+    other arguments than the message it made)."""
+    err = cls.__new__(cls)
+    err.args = args
+    return err
 
 
 class ConfigError(DermflowError):

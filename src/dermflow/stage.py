@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dermflow.atomic import NO_SPACE, disk_full, stale_temporaries, temporaries_in
 from dermflow.errors import DermflowError, FileAccessError
-from dermflow.logs import job_tag, line_format
+from dermflow.logs import JobFormatter, job_tag
 from dermflow.provenance import clear_sources, write_provenance
 
 if TYPE_CHECKING:
@@ -145,10 +145,11 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
     log_path = Path(smk.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
-    handlers = [LogFile(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
-    line = line_format(job_tag(getattr(smk, "wildcards", {}).items()))
+    log_path.write_bytes(b"")  # a new log per run, appended to: DDP rank 0 writes it too
+    handlers = [LogFile(log_path, mode="a"), logging.StreamHandler(sys.stderr)]
+    formatter = JobFormatter(job_tag(getattr(smk, "wildcards", {}).items()))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(line))
+        handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logger = logging.getLogger(f"dermflow.{smk.rule}")

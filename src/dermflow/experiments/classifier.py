@@ -27,7 +27,7 @@ from dermflow.data.cache import load_dataset
 from dermflow.experiments.datasets import labels_by_position, positions
 from dermflow.figures import plot_history
 from dermflow.labels import task_classes
-from dermflow.logs import job_tag, line_format
+from dermflow.logs import job_formatter, log_as_job
 from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import save_model
@@ -122,18 +122,18 @@ def train_classifier(*, device: torch.device, gpus: int = 1,
     if gpus > 1:
         log.info("DistributedDataParallel over %d %s, one process each", gpus,
                  "GPUs" if device.type == "cuda" else "CPU processes (gloo)")
-        run_distributed(_classifier_rank, gpus, device.type, log_file, job)
+        run_distributed(_classifier_rank, gpus, device.type, log_file, job_formatter(), job,
+                        device=device)
     else:
         _train_classifier(device=device, **job)
 
 
 def _classifier_rank(rank: int, device_type: str, log_file: str | None,
-                     job: dict[str, Any]) -> None:
-    """One DDP rank; rank 0 keeps writing to the rule's log, its lines tagged by the
-    experiment's name as the job's are."""
-    if rank == 0 and log_file:
-        logging.basicConfig(filename=log_file, level=logging.INFO,
-                            format=line_format(job_tag([("experiment", job["name"])])))
+                     formatter: logging.Formatter, job: dict[str, Any]) -> None:
+    """One DDP rank; rank 0 keeps writing the job's lines (to its log and the console)
+    with the job's tag."""
+    if rank == 0:
+        log_as_job(log_file, formatter)
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     _train_classifier(device=device, **job)
 

@@ -19,7 +19,9 @@ lock named ``gpu0`` would make one wait for the other's GPU. A local Snakemake i
 an allocation (``salloc --gpus=4``, then ``snakemake --resources gpu=4``) hands every
 job the allocation's CUDA_VISIBLE_DEVICES=0,1,2,3: more GPUs than a job asks for, so
 the jobs claim among them with locks kept per SLURM job (the allocations of other
-jobs on the node hold other GPUs, whatever their indices say).
+jobs on the node hold other GPUs, whatever their indices say), in a folder
+``slurm-<job id>`` that goes with the allocation's last lock: each job removes its
+lock files as it lets go (a job killed meanwhile leaves its own, reused by the next).
 """
 
 from __future__ import annotations
@@ -110,21 +112,48 @@ def _lock_dir(lock_dir: str | Path | None, allocation: str | None = None) -> Pat
     return own
 
 
-def _try_lock(path: Path, owner: str | None = None) -> int | None:
-    """An open descriptor holding ``path`` exclusively, or None when another job holds it."""
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, created if need be."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except FileNotFoundError:  # an allocation's folder, removed as its last job let go
+        path.parent.mkdir(exist_ok=True)
+        return _open_lock(path)
     except PermissionError:  # another user's lock file: flock works read-only too
         try:
-            fd = os.open(path, os.O_RDONLY)
+            return os.open(path, os.O_RDONLY)
         except PermissionError:
             raise DeviceError(f"cannot open the GPU lock {path}: its owner must make it "
                               "readable (chmod 666)") from None
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file ``path`` names (its holder may have removed it)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        at = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at.st_dev, at.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _try_lock(path: Path, owner: str | None = None) -> int | None:
+    """An open descriptor holding ``path`` exclusively, or None when another job holds it.
+
+    A lock file is removed only by its holder (``_release``), so a lock taken on a file
+    that is no longer at ``path`` was taken after that holder let go, on a file no
+    other job will open again: the lock is taken again on the file now at ``path``.
+    """
+    while True:
+        fd = _open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if _is_file_at(fd, path):
+            break
         os.close(fd)
-        return None
     if os.fstat(fd).st_uid == os.geteuid():
         os.fchmod(fd, 0o666)  # so other users' jobs can open it for writing too
     with suppress(OSError):  # opened read-only: the holder note is informative only
@@ -132,6 +161,19 @@ def _try_lock(path: Path, owner: str | None = None) -> int | None:
         note = f"pid {os.getpid()} on {socket.gethostname()}"
         os.pwrite(fd, f"{note} ({owner})\n".encode() if owner else f"{note}\n".encode(), 0)
     return fd
+
+
+def _release(fd: int, path: Path, remove: bool) -> None:
+    """Let go of a lock. With ``remove`` (an allocation's lock), delete its file first,
+    while still holding it, so no other job holds that file then; the folder goes with
+    the allocation's last lock file (another job holding one keeps it)."""
+    if remove:
+        with suppress(OSError):
+            path.unlink()
+    os.close(fd)
+    if remove:
+        with suppress(OSError):  # not empty: another job of the allocation holds a GPU
+            path.parent.rmdir()
 
 
 def _holder(path: Path) -> str:
@@ -212,11 +254,12 @@ def claim_gpus(n: int = 1, *, lock_dir: str | Path | None = None, device_count: 
             held: list[int] = []
             busy: list[int] = []
             for gpu in pool:
-                fd = _try_lock(folder / f"gpu{gpu}.lock", owner)
+                path = folder / f"gpu{gpu}.lock"
+                fd = _try_lock(path, owner)
                 if fd is None:
                     busy.append(gpu)
                     continue
-                locks.callback(os.close, fd)
+                locks.callback(_release, fd, path, allocation is not None)
                 held.append(gpu)
                 if len(held) == n:
                     break
