@@ -98,10 +98,10 @@ def test_leakage_headline_counts_shared_real_images_once():
     audit["augment"] = {"lesions_in_several_splits": 0, "non_real_in_val_test": 0,
                         "near_duplicate_pairs_train_vs_val_test": 0}
     line = leakage_line(audit, "grouped")
-    assert line.startswith("**Leakage: yes** (protocol grouped): 0 lesions in several splits, "
-                           "0 synthetic or augmented images in val/test, 3 near-duplicate")
+    assert line.startswith("**Leakage: yes** (grouped): 0 lesions in several splits, "
+                           "0 synthetic/augmented images in val/test, 3 near-duplicate")
     assert "datasets cgan, none;" in line  # 3 pairs of the same real images, not 6
-    assert "pairs listed in `tables.html`_" in line
+    assert "listed in `tables.html`_" in line
     clean = {"none": {**audit["augment"]}}
     assert leakage_line(clean, "grouped").startswith("**Leakage: none found**")
 
@@ -115,7 +115,7 @@ def test_quarantine_is_counted_per_image_set_with_its_problems():
     summary = quarantine_summary({"dataset": ("results/data/quarantine.csv", data),
                                   "external test set": ("results/external/quarantine.csv",
                                                         external)})
-    assert summary == ("dataset: 0 (results/data/quarantine.csv); external test set: 3 "
+    assert summary == ("dataset: 0; external test set: 3 "
                        "(1 missing_file, 2 unreadable; results/external/quarantine.csv)")
 
 
@@ -139,12 +139,11 @@ def test_each_declared_pair_gets_one_plain_verdict():
          "too few lesions: akiec, df below report.min_lesions = 5"))
     found = verdicts(table)
     assert found == [
-        "**cgan vs none:** cgan better than none on 2 of 3 tests at Holm p < 0.05; balanced "
-        "accuracy on test +0.120 (95% CI +0.040 to +0.200, Holm p 0.010).",
-        "**cgan vs augment:** no difference holds (0 of 2 tests at Holm p < 0.05); balanced "
-        "accuracy on test +0.030 (95% CI -0.100 to +0.160, Holm p 0.600).",
-        "**cgan vs strong:** not judged (too few lesions: akiec, df below "
-        "report.min_lesions = 5)."]
+        "**cgan vs none:** cgan better on 2 of 3 tests; test balanced accuracy +0.120 (+0.040 "
+        "to +0.200, Holm p 0.010).",
+        "**cgan vs augment:** no difference (0 of 2 tests hold); test balanced accuracy +0.030 "
+        "(-0.100 to +0.160, Holm p 0.600).",
+        "**cgan vs strong:** not judged (too few lesions)."]  # the data line names them
 
 
 def test_a_verdict_never_counts_an_untested_row_and_says_so():
@@ -153,9 +152,8 @@ def test_a_verdict_never_counts_an_untested_row_and_says_so():
         ("a", "b", "external", "balanced_accuracy", None, None, None, None,
          "different test sets: not paired"))
     assert verdicts(table) == [
-        "**a vs b:** a worse than b on 1 of 1 tests at Holm p < 0.05; 1 not tested "
-        "(different test sets: not paired); balanced accuracy on test -0.200 (95% CI -0.300 "
-        "to -0.100, Holm p 0.002)."]
+        "**a vs b:** a worse on 1 of 1 tests; 1 not judged: different test sets: not paired; "
+        "test balanced accuracy -0.200 (-0.300 to -0.100, Holm p 0.002)."]
 
 
 def test_the_synthetic_images_line_says_what_the_gate_checked_and_how_many_are_copies():
@@ -164,14 +162,14 @@ def test_the_synthetic_images_line_says_what_the_gate_checked_and_how_many_are_c
                 "memorisation": {"near_copy_fraction": share, "near_copy_fraction_max": 0.1}}
 
     assert synthetic_line([quality("incomplete", 1, 0.51)], "cgan") == (
-        "**Synthetic images** (cgan): quality gate incomplete (1 of 3 checks ran); 51% are "
-        "near copies of a real training image, the gate allows 10% (quality.md).")
+        "**Synthetic images** (cgan): gate incomplete (1 of 3 checks ran); 51% near copies of "
+        "a real image (limit 10%).")
     folds = [quality("failed", 3, 0.999), quality("failed", 3, 0.95), quality("passed", 3, 0.02)]
     empty = {**quality("incomplete", 2, 0.0), "memorisation": {
         "near_copy_fraction": None, "near_copy_fraction_max": 0.1}}
-    assert synthetic_line([empty], "cgan").endswith("; no synthetic image was made (quality.md).")
+    assert synthetic_line([empty], "cgan").endswith("; no synthetic image was made.")
     assert synthetic_line(folds, "cgan").startswith(
-        "**Synthetic images** (cgan): quality gate failed, passed (3 of 3 checks ran); 2-100% ")
+        "**Synthetic images** (cgan): gate failed, passed (3 of 3 checks ran); 2-100% ")
 
 
 def test_the_data_line_names_the_data_and_the_classes_too_small_to_judge():
@@ -183,8 +181,14 @@ def test_the_data_line_names_the_data_and_the_classes_too_small_to_judge():
     data = {"source": "demo", "path": "resources/demo", "image_size": 32,
             "protocol": "grouped", "folds": 1}
     assert data_line(data, {"a": evaluation}) == (
-        "generated demo data (dermflow's HAM10000 look-alike, not real lesions), 32 px, "
-        "protocol grouped; test split 36 images of 15 lesions (akiec, df: under 5 lesions "
-        "each, so class averages' intervals are rough and their comparisons not judged); "
-        "external test set 100 images")
+        "generated demo images (not real lesions), 32 px, grouped; test 36 images of 15 "
+        "lesions (akiec, df under 5: class averages not judged); external 100 images; one "
+        "training run each")
     assert interval(evaluation, "balanced_accuracy") == "0.550 (0.400-0.700, too few lesions)"
+
+
+def test_a_verdict_says_when_the_two_trained_for_different_budgets():
+    table = _declared(("cgan", "none", "test", "balanced_accuracy", 0.3, 0.2, 0.4, 0.002, None))
+    found = verdicts(table, {"cgan": 64, "none": 24})
+    assert found[0].endswith(" cgan had 2.7x the optimizer steps.")
+    assert verdicts(table, {"cgan": 24, "none": 24})[0].endswith("Holm p 0.002).")

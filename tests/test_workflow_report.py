@@ -115,20 +115,23 @@ def test_html_report_opens_with_the_headline_and_holds_every_figure(demo_run, de
     rst = (demo_run / "results/report/workflow.rst").read_text()
     audit = json.loads((demo_run / "results/report/leakage.json").read_text())["datasets"]
     duplicates = max(a["near_duplicate_pairs_train_vs_val_test"] for a in audit.values())
-    assert "Best on the test split" in rst
+    assert rst.startswith("dermflow: demo data, 32 px\n")
+    assert "**Data:** generated demo images (not real lesions), 32 px, grouped; test " in rst
+    assert "**Best** (test balanced accuracy)" in rst
     if duplicates:  # the demo generator draws a few look-alike lesions: the audit says so
-        assert ("**Leakage: yes** (protocol grouped): 0 lesions in several splits, 0 synthetic "
-                f"or augmented images in val/test, {duplicates} near-duplicate pairs") in rst
+        assert ("**Leakage: yes** (grouped): 0 lesions in several splits, 0 synthetic/augmented "
+                f"images in val/test, {duplicates} near-duplicate pairs") in rst
     else:
         assert "**Leakage: none found**" in rst
-    assert all(name in rst for name in NAMES)
-    assert ("**Quarantine** (images set aside by validation): dataset: 0 "
-            "(results/data/quarantine.csv); external test set: 0 "
-            "(results/external/quarantine.csv).") in rst
+    tables = (demo_run / "results/report/tables.html").read_text()
+    assert all(name in tables for name in NAMES)
+    pairs = {p["held_out"] for a in audit.values() for p in a["near_duplicates"]}
+    assert len(pairs) >= bool(duplicates) and all(p in tables for p in pairs)  # each listed
+    assert "**Quarantine:** dataset: 0; external test set: 0." in rst
     html = demo_report.read_text(errors="replace")
     expected = ["training_curve.png", "saliency.png", *FIGURES, "examples.png", "losses.png",
                 "quality.md", "ablation.md", "tables.html", "attention_overlays.png",
-                "Best on the test split", "dermflow on demo data"]
+                "dermflow: demo data", "align-items: flex-start"]
     missing = [name for name in expected if name not in html]
     assert not missing
 
@@ -142,7 +145,7 @@ def test_paper_protocol_leaks_and_the_headline_says_so(smoke_course):
     counts = audit["datasets"]["cgan"]
     assert counts["lesions_in_several_splits"] > 0 and counts["non_real_in_val_test"] > 0
     rst = (paper_run / "results/report/workflow.rst").read_text()
-    assert (f"**Leakage: yes** (protocol paper): {counts['lesions_in_several_splits']} lesions "
+    assert (f"**Leakage: yes** (paper): {counts['lesions_in_several_splits']} lesions "
             "in several splits") in rst
     assert "**Declared comparisons:** none could be made" in rst
 
@@ -206,7 +209,7 @@ def test_report_answer_is_in_the_first_screen_of_a_real_browser(demo_report, win
         driver.quit()
     view_width, view_height = boxes["view"]
     assert (view_width, view_height) == window
-    assert boxes["title"]["text"].startswith("dermflow on demo data")
+    assert boxes["title"]["text"] == "dermflow: demo data, 32 px"
     answer = [boxes["title"], *boxes["answer"]]
     texts = [b["text"] for b in boxes["answer"]]
     assert texts[0].startswith("Data:") and texts[-1].startswith("Quarantine"), texts

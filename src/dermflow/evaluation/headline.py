@@ -2,7 +2,9 @@
 
 Snakemake's report shows this page in a narrow column centred vertically in a
 window-high box, so anything taller than the window is cut off above the top, where no
-scrollbar reaches. The page therefore holds only the answer, one short line a question
+scrollbar reaches (workflow/report/style.css, which the default profile gives every
+report, pins it to the top instead). The page holds only the answer, so that it fits the
+first screen, one short line a question
 (what data, which experiment is best, the verdict of each declared comparison, leakage,
 quarantine), and links to the tables page (dermflow.evaluation.tables), which holds
 every number with its interval.
@@ -15,12 +17,13 @@ from typing import Any
 import pandas as pd
 
 from dermflow.data.validate import problem_counts
+from dermflow.evaluation.compare import TOO_FEW
 from dermflow.evaluation.metrics import HEADLINE, METRICS
 from dermflow.evaluation.significance import format_p
 
 ALPHA = 0.05
 TABLES = "tables.html"  # the tables page's file name: a link target in Snakemake's report
-SOURCES = {"demo": "generated demo data (dermflow's HAM10000 look-alike, not real lesions)",
+SOURCES = {"demo": "generated demo images (not real lesions)",
            "download": "HAM10000 (Harvard Dataverse)", "local": "HAM10000 from {path}"}
 # Which set decides a pair's headline number: the one a reader would quote first.
 SET_ORDER = ("oof", "test", "external", "cv runs")
@@ -83,29 +86,28 @@ def data_line(data: dict[str, Any], evaluations: dict[str, dict]) -> str:
     first = next(iter(evaluations.values()))
     source = SOURCES[data["source"]].format(path=data.get("path", ""))
     few = first["bootstrap"].get("too_few_lesions", [])
-    small = (f" ({', '.join(few)}: under {first['bootstrap']['min_lesions']} lesions each, so "
-             "class averages' intervals are rough and their comparisons not judged)"
-             if few else "")
-    sets = [f"test split {first['n']} images of {first['bootstrap']['clusters']} lesions"
-            f"{small}"]
+    small = (f" ({', '.join(few)} under {first['bootstrap']['min_lesions']}: class averages "
+             "not judged)" if few else "")
+    sets = [f"test {first['n']} images of {first['bootstrap']['clusters']} lesions{small}"]
     if "external" in first:
-        sets.append(f"external test set {first['external']['n']} images")
+        sets.append(f"external {first['external']['n']} images")
     if "cv" in first:
         sets.insert(0, f"{data['folds']}-fold cross-validation")
-    return (f"{source}, {data['image_size']} px, protocol {data['protocol']}; "
+    else:
+        sets.append("one training run each")
+    return (f"{source}, {data['image_size']} px, {data['protocol']}; "
             + "; ".join(sets))
 
 
 def title(data: dict[str, Any], experiments: list[dict[str, Any]]) -> str:
     """The page title names the data, so a report is never mistaken for another's."""
     name = "demo data" if data["source"] == "demo" else "HAM10000"
-    return (f"dermflow on {name}: {len(experiments)} experiments, {data['image_size']} px, "
-            f"protocol {data['protocol']}")
+    return f"dermflow: {name}, {data['image_size']} px"
 
 
 def _number(row: pd.Series) -> str:
-    return (f"{METRICS[row['metric']].label} on {SET_NAMES.get(row['split'], row['split'])} "
-            f"{row['difference']:+.3f} (95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
+    return (f"{SET_NAMES.get(row['split'], row['split'])} {METRICS[row['metric']].label} "
+            f"{row['difference']:+.3f} ({row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
             f"Holm p {format_p(row['p_holm'])})")
 
 
@@ -117,14 +119,31 @@ def _primary(rows: pd.DataFrame) -> pd.Series:
     return ranked.sort_values(["_metric", "_set"], kind="stable").iloc[0]
 
 
-def verdicts(comparisons: pd.DataFrame) -> list[str]:
+def _reason(note: str) -> str:
+    """A note as the verdict quotes it: the classes of 'too few lesions' are in the data line."""
+    return TOO_FEW if note.startswith(TOO_FEW) else note
+
+
+def _budget(a: str, b: str, steps: dict[str, int | None]) -> str:
+    """Why a difference may be the training budget, not the data: unequal optimizer steps."""
+    sa, sb = steps.get(a), steps.get(b)
+    if not sa or not sb or sa == sb:
+        return ""
+    return f" {a} had {sa / sb:.1f}x the optimizer steps."
+
+
+def verdicts(comparisons: pd.DataFrame, steps: dict[str, int | None] | None = None,
+             ) -> list[str]:
     """One plain sentence per declared pair: does a difference hold, in which direction,
-    on how many of its tests, with the number a reader quotes first. Rows with a note
-    (not paired, too few lesions) were not tested: they never count as holding."""
+    on how many of its tests, with the number a reader quotes first; and, where the two
+    trained for different numbers of optimizer steps (``steps``), that a difference may be
+    the budget's. Rows with a note (not paired, too few lesions) were not tested: they
+    never count as holding."""
+    steps = steps or {}
     declared = comparisons[comparisons["scope"] == "declared"]
     out = []
     for (a, b), rows in declared.groupby(["a", "b"], sort=False):
-        noted = rows["note"].fillna("").astype(str)
+        noted = rows["note"].fillna("").astype(str).map(_reason)
         tested = rows[noted == ""]
         if not len(tested):
             reasons = "; ".join(dict.fromkeys(noted))
@@ -132,20 +151,21 @@ def verdicts(comparisons: pd.DataFrame) -> list[str]:
             continue
         held = tested[tested["p_holm"] < ALPHA]
         untested = "; ".join(dict.fromkeys(noted[noted != ""]))
-        skipped = (f"; {len(rows) - len(tested)} not tested ({untested})"
+        skipped = (f"; {len(rows) - len(tested)} not judged: {untested}"
                    if len(tested) < len(rows) else "")
         if not len(held):
-            out.append(f"**{a} vs {b}:** no difference holds (0 of {len(tested)} tests at "
-                       f"Holm p < {ALPHA}{skipped}); {_number(_primary(tested))}.")
+            out.append(f"**{a} vs {b}:** no difference (0 of {len(tested)} tests hold"
+                       f"{skipped}); {_number(_primary(tested))}."
+                       + _budget(a, b, steps))
             continue
         better = (held["difference"] > 0).sum()
         worse = len(held) - better
         if better and worse:
             verdict = f"mixed: {a} better on {better}, worse on {worse}"
         else:
-            verdict = f"{a} {'better' if better else 'worse'} than {b} on {len(held)}"
-        out.append(f"**{a} vs {b}:** {verdict} of {len(tested)} tests at Holm p < {ALPHA}"
-                   f"{skipped}; {_number(_primary(held))}.")
+            verdict = f"{a} {'better' if better else 'worse'} on {len(held)}"
+        out.append(f"**{a} vs {b}:** {verdict} of {len(tested)} tests{skipped}; "
+                   f"{_number(_primary(held))}." + _budget(a, b, steps))
     return out
 
 
@@ -157,13 +177,13 @@ def best_line(experiments: list[dict[str, Any]], evaluations: dict[str, dict]) -
         best = max(multi, key=lambda e: evaluations[e["name"]]["cv"]["oof"]["overall"][
             "balanced_accuracy"])
         ev = evaluations[best["name"]]
-        return (f"**Best by cross-validation** (out-of-fold balanced accuracy): "
-                f"**{best['name']}** {interval(ev['cv']['oof'], 'balanced_accuracy')}; "
-                f"its fold ensemble on test {interval(ev, 'balanced_accuracy')}.")
+        return (f"**Best** (out-of-fold balanced accuracy): **{best['name']}** "
+                f"{interval(ev['cv']['oof'], 'balanced_accuracy')}; its fold ensemble on test "
+                f"{interval(ev, 'balanced_accuracy')}.")
     best = max(multi, key=lambda e: evaluations[e["name"]]["overall"]["balanced_accuracy"])
-    return (f"**Best on the test split** (balanced accuracy): **{best['name']}** "
-            f"{interval(evaluations[best['name']], 'balanced_accuracy')}; being best is not "
-            "a finding unless a declared comparison holds.")
+    return (f"**Best** (test balanced accuracy): **{best['name']}** "
+            f"{interval(evaluations[best['name']], 'balanced_accuracy')}; not a finding by "
+            "itself.")
 
 
 def synthetic_line(qualities: list[dict[str, Any]], generator: str) -> str:
@@ -173,21 +193,21 @@ def synthetic_line(qualities: list[dict[str, Any]], generator: str) -> str:
     statuses = ", ".join(dict.fromkeys(q["gate"]["status"] for q in qualities))
     ran = "; ".join(dict.fromkeys(f"{q['gate']['ran']} of {q['gate']['configured']}"
                                   for q in qualities))
-    head = f"**Synthetic images** ({generator}): quality gate {statuses} ({ran} checks ran)"
+    head = f"**Synthetic images** ({generator}): gate {statuses} ({ran} checks ran)"
     shares = [q["memorisation"]["near_copy_fraction"] for q in qualities]
     shares = [s for s in shares if s is not None]  # None: a fold made no synthetic image
     if not shares:
-        return f"{head}; no synthetic image was made (quality.md)."
+        return f"{head}; no synthetic image was made."
     low, high = min(shares), max(shares)
     copies = f"{100 * low:.0f}%" if round(100 * low) == round(100 * high) else \
         f"{100 * low:.0f}-{100 * high:.0f}%"
     limit = qualities[0]["memorisation"]["near_copy_fraction_max"]
-    bound = f", the gate allows {100 * limit:.0f}%" if limit is not None else ""
-    return f"{head}; {copies} are near copies of a real training image{bound} (quality.md)."
+    bound = f" (limit {100 * limit:.0f}%)" if limit is not None else ""
+    return f"{head}; {copies} near copies of a real image{bound}."
 
 
 def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:
-    """'dataset: 0 (results/data/quarantine.csv); external test set: 1 (1 missing_file; ...)'.
+    """'dataset: 0; external test set: 1 (1 missing_file; results/external/quarantine.csv)'.
 
     ``sets``: label -> (its quarantine.csv, the table). Each image set is counted on its
     own, with its kinds of problem, so a reader sees what validation left out of which set
@@ -195,8 +215,8 @@ def quarantine_summary(sets: dict[str, tuple[str, pd.DataFrame]]) -> str:
     """
     parts = []
     for label, (path, table) in sets.items():
-        kinds = f"{problem_counts(table)}; " if len(table) else ""
-        parts.append(f"{label}: {len(table)} ({kinds}{path})")
+        parts.append(f"{label}: {len(table)} ({problem_counts(table)}; {path})" if len(table)
+                     else f"{label}: 0")
     return "; ".join(parts)
 
 
@@ -210,23 +230,23 @@ def leakage_line(audit: dict[str, dict], protocol: str) -> str:
         leaking = [name for name, a in audit.items()
                    if a["lesions_in_several_splits"] or a["non_real_in_val_test"]
                    or a["near_duplicate_pairs_train_vs_val_test"]]
-        return (f"**Leakage: yes** (protocol {protocol}): {lesions} lesions in several "
-                f"splits, {synthetic} synthetic or augmented images in val/test, "
-                f"{duplicates} near-duplicate pairs across train and val/test (the worst "
-                f"dataset's counts; datasets {', '.join(sorted(leaking))}; pairs listed in "
-                f"`{TABLES}`_).")
-    return (f"**Leakage: none found** (protocol {protocol}): no lesion in several splits, "
-            "no synthetic or augmented image in val/test, no near-duplicate pair across "
-            "train and val/test.")
+        return (f"**Leakage: yes** ({protocol}): {lesions} lesions in several splits, "
+                f"{synthetic} synthetic/augmented images in val/test, {duplicates} "
+                f"near-duplicate pairs across train and val/test (datasets "
+                f"{', '.join(sorted(leaking))}; listed in `{TABLES}`_).")
+    return (f"**Leakage: none found** ({protocol}): no lesion in several splits, no "
+            "synthetic/augmented image in val/test, no near-duplicate pair.")
 
 
 def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
                  comparisons: pd.DataFrame, audit: dict[str, dict], *, data: dict[str, Any],
-                 qualities: list[dict[str, Any]], quarantine: str, protocol: str) -> str:
+                 qualities: list[dict[str, Any]], steps: dict[str, int | None],
+                 quarantine: str, protocol: str) -> str:
     """The report's opening page, in reStructuredText: the answer, and where the tables are.
-    ``qualities``: the generator's quality checks (none when no experiment uses it)."""
+    ``qualities``: the generator's quality checks (none when no experiment uses it);
+    ``steps``: each experiment's optimizer steps."""
     heading = title(data, experiments)
-    found = verdicts(comparisons) or [
+    found = verdicts(comparisons, steps) or [
         "**Declared comparisons:** none could be made (see report.comparisons)."]
     lines = [heading, "=" * len(heading), "",
              f"- **Data:** {data_line(data, evaluations)}.",
@@ -234,8 +254,6 @@ def workflow_rst(experiments: list[dict[str, Any]], evaluations: dict[str, dict]
              *(f"- {line}" for line in found),
              *([f"- {synthetic_line(qualities, data['generator'])}"] if qualities else []),
              f"- {leakage_line(audit, protocol)}",
-             f"- **Quarantine** (images set aside by validation): {quarantine}.", "",
-             f"Every number with its 95% lesion-cluster interval, the declared comparisons "
-             f"test by test, the leakage audit and how to read them: `{TABLES}`_ "
-             "(category 7. Report); the ablation in the paper's layout: `ablation.md`_.", ""]
+             f"- **Quarantine:** {quarantine}.", "",
+             f"Every number, test and audit: `{TABLES}`_; the ablation: `ablation.md`_.", ""]
     return "\n".join(lines)

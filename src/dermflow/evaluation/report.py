@@ -169,12 +169,13 @@ def write_report(experiments: list[dict[str, Any]], evaluations: dict[str, str],
     with atomic_path(out_markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     with atomic_path(out_tables) as tmp:
-        tmp.write_text(tables_html(experiments, ev, comparisons, audit, data=data,
+        tmp.write_text(tables_html(experiments, ev, tr, comparisons, audit, data=data,
                                    quarantine=quarantine, resamples=resamples, rule=rule))
     with atomic_path(out_rst) as tmp:
         tmp.write_text(workflow_rst(
             experiments, ev, comparisons, audit, data=data, quarantine=quarantine,
             qualities=[json.loads(Path(q).read_text()) for q in quality_jsons],
+            steps={name: m.get("optimizer_steps") for name, m in tr.items()},
             protocol=protocol))
     log.info("report: %d experiments, leakage %s, quarantined %s", len(experiments),
              {k: v["lesions_in_several_splits"] for k, v in audit.items()}, quarantine)

@@ -91,16 +91,21 @@ def _table(caption: str, frame: pd.DataFrame) -> str:
 
 
 def tables_html(experiments: list[dict[str, Any]], evaluations: dict[str, dict],
-                comparisons: pd.DataFrame, audit: dict[str, dict], *, data: dict[str, Any],
-                quarantine: str, resamples: int, rule: str) -> str:
-    """The tables page. ``rule``: how the near-duplicate pairs were confirmed."""
+                trained: dict[str, dict], comparisons: pd.DataFrame, audit: dict[str, dict], *,
+                data: dict[str, Any], quarantine: str, resamples: int, rule: str) -> str:
+    """The tables page. ``trained``: each experiment's metrics.json (its training budget);
+    ``rule``: how the near-duplicate pairs were confirmed."""
     heading = title(data, experiments)
     rows = headline_rows(experiments, evaluations)
+    budget = pd.DataFrame([{"experiment": e["name"], "model": e["model"],
+                            "balance": e["balance"], "task": e.get("task", "multiclass"),
+                            "optimizer steps": trained[e["name"]].get("optimizer_steps", "–"),
+                            "images seen": trained[e["name"]].get("images_seen", "–")}
+                           for e in experiments])
     parts = [f"<h1>{html.escape(heading)}</h1>",
              f"<p><b>Data:</b> {html.escape(data_line(data, evaluations))}.</p>",
              f"<p><b>How to read this.</b> {html.escape(how_to_read(data, resamples))}</p>",
-             _table("Experiments", pd.DataFrame(rows)[["experiment", "model", "balance",
-                                                       "task"]])]
+             _table("Experiments and their training budgets", budget)]
     for metric in HEADLINE:
         label = METRICS[metric].label
         extra = ("CV runs", "balanced accuracy gap") if metric == "balanced_accuracy" else ()
