@@ -305,12 +305,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def kit_env(args: argparse.Namespace) -> dict[str, str]:
+    """The steps' environment: the kit's code and wheels first, every GPU visible to the
+    claims, and none of the caller's pytest options (a --basetemp there breaks the GPU tests)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     paths = [str(REPO / "src")]
     if not args.smoke:
         paths.insert(0, str(SITE))
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("PYTEST_ADDOPTS", None)  # the GPU tests' options are the kit's own, not the caller's
     if args.smoke:
         env["OMP_NUM_THREADS"] = "1"
     return env

@@ -132,7 +132,8 @@ def test_evaluation_comparisons_and_report_show_cross_validation(cv_run):
     assert (tested["p_holm"] >= tested["p_value"]).all()
     assert tested["split"].isin(["oof", "cv runs"]).any()
     rst = (workdir / "results/report/workflow.rst").read_text()
-    assert "Best by cross-validation" in rst and "CV balanced accuracy" in rst
-    assert "CV → test" in rst
+    assert "**Best** (out-of-fold balanced accuracy)" in rst and "-fold cross-validation" in rst
+    tables = (workdir / "results/report/tables.html").read_text()
+    assert "CV balanced accuracy" in tables and "CV → test" in tables
     summary = fold_file(workdir, 1, "summary.csv")
     assert set(summary["experiment"]) == set(NAMES) and (summary["fold"] == 1).all()
