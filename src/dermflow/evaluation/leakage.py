@@ -19,10 +19,13 @@ from dermflow.data.cache import load_dataset
 PAIRS = 256  # candidate pairs compared at once: 2 x 256 float32 images at 224 px, ~300 MB
 
 
-def dhash(images: np.ndarray) -> np.ndarray:
-    """64-bit difference hashes (9x8 grayscale gradients) of N x H x W x 3 uint8 images."""
-    out = np.zeros(len(images), np.uint64)
-    for i, image in enumerate(images):
+def dhash(images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """64-bit difference hashes (9x8 grayscale gradients) of N x H x W x 3 uint8 images, or
+    of ``images[rows]`` read one image at a time (a dataset's rows, never gathered whole)."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    out = np.zeros(len(rows), np.uint64)
+    for i, row in enumerate(rows):
+        image = images[row]
         gray = cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), (9, 8),
                           interpolation=cv2.INTER_AREA)
         bits = (gray[:, 1:] > gray[:, :-1]).ravel()
@@ -56,7 +59,7 @@ def leakage_audit(dataset_csv: str, cache_npy: str, extra_npy: str | None, max_b
     held_out = (table["split"] != "train").to_numpy()
     positions = table["pos"].to_numpy()
     held_pos, train_pos = positions[held_out], positions[~held_out]
-    hashes = dhash(images[positions])
+    hashes = dhash(images, positions)
     pairs = near_duplicate_pairs(hashes[held_out], hashes[~held_out], max_bits)
     held_rows, train_rows = table[held_out], table[~held_out]
     found = []
