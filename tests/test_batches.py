@@ -128,3 +128,20 @@ def test_augmentation_builds_no_tensor_from_host_data(monkeypatch: pytest.Monkey
     monkeypatch.setattr(torch, "as_tensor", host_tensor)
     x = AUGMENTATIONS[policy](torch.rand(4, 3, 16, 16), torch.Generator().manual_seed(0))
     assert x.shape == (4, 3, 16, 16)
+
+
+def test_an_array_in_memory_is_not_copied_again_and_batches_the_same(tmp_path):
+    """load_dataset's cache + synthetic concatenation (3 GB at the paper's size) becomes the
+    tensor itself; a memory-mapped cache is read once into a copy; both give the same batches."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "cache.npy", images)
+    mapped = np.load(tmp_path / "cache.npy", mmap_mode="r")
+    owned = np.concatenate([mapped[:6], mapped[6:]])
+    from_owned = ImageTensor(owned, np.arange(10), CPU, (0.5,) * 3, (0.25,) * 3)
+    from_mapped = ImageTensor(mapped, np.arange(10), CPU, (0.5,) * 3, (0.25,) * 3)
+    assert np.shares_memory(from_owned.images.numpy(), owned)
+    assert not np.shares_memory(from_mapped.images.numpy(), mapped)
+    rows = torch.tensor([7, 0, 3])
+    assert torch.equal(from_owned.batch(rows)[0], from_mapped.batch(rows)[0])
+    assert torch.equal(from_owned.images, torch.from_numpy(images))

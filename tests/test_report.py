@@ -64,8 +64,8 @@ def test_leakage_audit_counts_a_repeated_train_image_once(tmp_path, monkeypatch)
         "split": ["train", "test", "train", "train", "train", "train"],
     }).to_csv(tmp_path / "dataset.csv", index=False)
     hashed = []
-    monkeypatch.setattr(leakage, "dhash", lambda images: hashed.append(len(images)) or dhash(
-        images))
+    monkeypatch.setattr(leakage, "dhash", lambda images, rows: hashed.append(len(rows)) or dhash(
+        images, rows))
     audit = leakage_audit(str(tmp_path / "dataset.csv"), str(tmp_path / "cache.npy"), None,
                           max_bits=4, max_mae=0.02)
     assert audit["near_duplicate_pairs_train_vs_val_test"] == 1

@@ -19,10 +19,13 @@ from dermflow.data.cache import load_dataset
 PAIRS = 256  # candidate pairs compared at once: 2 x 256 float32 images at 224 px, ~300 MB
 
 
-def dhash(images: np.ndarray) -> np.ndarray:
-    """64-bit difference hashes (9x8 grayscale gradients) of N x H x W x 3 uint8 images."""
-    out = np.zeros(len(images), np.uint64)
-    for i, image in enumerate(images):
+def dhash(images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """64-bit difference hashes (9x8 grayscale gradients) of N x H x W x 3 uint8 images, or
+    of ``images[rows]`` read one image at a time (a dataset's rows, never gathered whole)."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    out = np.zeros(len(rows), np.uint64)
+    for i, row in enumerate(rows):
+        image = images[row]
         gray = cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), (9, 8),
                           interpolation=cv2.INTER_AREA)
         bits = (gray[:, 1:] > gray[:, :-1]).ravel()
@@ -59,7 +62,7 @@ def leakage_audit(dataset_csv: str, cache_npy: str, extra_npy: str | None, max_b
     held_rows = table[held_out]
     train_rows = table[~held_out].drop_duplicates(["array", "row"])
     held_pos, train_pos = held_rows["pos"].to_numpy(), train_rows["pos"].to_numpy()
-    pairs = near_duplicate_pairs(dhash(images[held_pos]), dhash(images[train_pos]), max_bits)
+    pairs = near_duplicate_pairs(dhash(images, held_pos), dhash(images, train_pos), max_bits)
     found = []
     for start in range(0, len(pairs), PAIRS):
         part = pairs[start:start + PAIRS]

@@ -36,6 +36,14 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def in_memory(images: np.ndarray) -> np.ndarray:
+    """``images`` in ordinary memory: a memmap (or any view) is read once into a copy; an
+    array that already owns its data (load_dataset's cache + synthetic concatenation, 3 GB
+    at the paper's size) is used as it is, so its images are not held twice."""
+    owned = images.flags.owndata and images.flags.writeable and images.flags.c_contiguous
+    return images if owned else np.array(images)
+
+
 class ImageTensor:
     """N x H x W x 3 uint8 images (on the device when they fit) and their labels."""
 
@@ -44,7 +52,7 @@ class ImageTensor:
         self.device = device
         on_gpu = device.type == "cuda" and fits_on_gpu(images.nbytes,
                                                        torch.cuda.mem_get_info(device)[0])
-        tensor = torch.from_numpy(np.array(images))  # one read of the memmap into memory
+        tensor = torch.from_numpy(in_memory(images))
         self.images = tensor.to(device) if on_gpu else (
             tensor.pin_memory() if device.type == "cuda" else tensor)
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long, device=device)
