@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 from dermflow.training.determinism import CUBLAS_VAR, Determinism, set_deterministic
 
 

@@ -20,8 +20,7 @@ from conftest import REPO, SNAKEMAKE, planned_jobs, snakemake
 from sklearn.metrics import balanced_accuracy_score
 
 from dermflow.data.cache import load_dataset
-from dermflow.experiments.datasets import positions
-from dermflow.labels import CLASSES, task_classes, task_labels
+from dermflow.labels import CLASSES, positions, task_classes, task_labels
 from dermflow.models.io import load_model
 from dermflow.models.registry import experiment_settings
 from dermflow.training.batches import ImageTensor

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -19,9 +19,6 @@ from dermflow.atomic import NO_SPACE, disk_full, stale_temporaries, temporaries_
 from dermflow.errors import DermflowError, FileAccessError
 from dermflow.logs import JobFormatter, job_tag
 from dermflow.provenance import clear_sources, write_provenance
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -172,20 +169,3 @@ def run_stage(smk: Any) -> Iterator[logging.Logger]:
             root.removeHandler(handler)
             handler.close()
 
-
-@contextmanager
-def gpu_stage(smk: Any) -> Iterator[tuple[logging.Logger, torch.device]]:
-    """run_stage plus the GPU claim for the rule's ``gpu`` resource, its CPU threads and the
-    config's ``deterministic`` kernels (dermflow.training.determinism)."""
-    import torch  # only GPU stages pay for importing torch
-
-    from dermflow.training.determinism import deterministic_errors, set_deterministic
-    from dermflow.training.device import claim_gpus
-
-    wildcards = " ".join(f"{k}={v}" for k, v in getattr(smk, "wildcards", {}).items())
-    owner = f"rule {smk.rule}" + (f" {wildcards}" if wildcards else "")  # says who holds a GPU
-    with run_stage(smk) as logger, claim_gpus(int(smk.resources.get("gpu", 0)),
-                                              owner=owner) as claim, deterministic_errors():
-        set_deterministic(bool(smk.config.get("deterministic", False)))
-        torch.set_num_threads(max(1, smk.threads))
-        yield logger, claim.device

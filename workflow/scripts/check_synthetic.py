@@ -1,7 +1,7 @@
 """Wire rule check_synthetic to dermflow.gan.quality."""
 
 from dermflow.gan.quality import check_synthetic
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

@@ -1,6 +1,6 @@
 """Wire rule extract_attention to dermflow.training.attention."""
 
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 from dermflow.training.attention import extract_attention
 
 with gpu_stage(snakemake) as (log, device):

@@ -1,7 +1,7 @@
 """Wire rule generate_synthetic to dermflow.gan.synthesis."""
 
 from dermflow.gan.synthesis import generate_synthetic
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

@@ -1,7 +1,7 @@
 """Wire rule predict to dermflow.experiments.predict."""
 
 from dermflow.experiments.predict import predict_experiment
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

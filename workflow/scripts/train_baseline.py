@@ -1,6 +1,6 @@
 """Wire rule train_baseline to dermflow.training.baseline."""
 
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 from dermflow.training.baseline import train_baseline
 
 with gpu_stage(snakemake) as (log, device):

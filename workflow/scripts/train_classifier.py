@@ -2,7 +2,7 @@
 
 from dermflow.data.preparation import recipe
 from dermflow.experiments.classifier import train_classifier
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

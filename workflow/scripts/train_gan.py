@@ -1,7 +1,7 @@
 """Wire rule train_gan to dermflow.gan.training."""
 
 from dermflow.gan.training import train_gan
-from dermflow.stage import gpu_stage
+from dermflow.gpustage import gpu_stage
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params

@@ -6,7 +6,7 @@ runs of an experiment give one prediction table with three parts:
 - ``oof``: out-of-fold predictions, every non-test image once, predicted by its fold's
   models (the mean of their probabilities over seeds), none of which trained on it;
 - ``test`` and ``external``: the fold ensemble, the mean of all K x S models'
-  probabilities for every test (and external) image (``ensemble_mean``, which
+  probabilities for every test (and external) image (dermflow.ensemble, which
   ``dermflow predict`` averages a model folder with too, so what a user deploys is what
   was evaluated).
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dermflow.atomic import write_csv, write_json
+from dermflow.ensemble import ensemble_mean
 from dermflow.errors import DatasetError
 from dermflow.evaluation.metrics import point
 from dermflow.evaluation.predictions import classes_of, probabilities
@@ -35,12 +35,6 @@ log = logging.getLogger(__name__)
 
 KEYS = ["image_id", "lesion_id", "split", "source", "dx", "label"]
 BUDGET = ("optimizer_steps", "images_seen")  # a run's training budget, summed over the runs
-
-
-def ensemble_mean(probabilities: Sequence[np.ndarray]) -> np.ndarray:
-    """The fold ensemble's probabilities (images x classes): the unweighted mean of its
-    models' (rows aligned), each of the K x S runs counting once."""
-    return np.stack(probabilities).mean(axis=0)
 
 
 def _mean(parts: dict[str, pd.DataFrame], prob: list[str], what: str) -> pd.DataFrame:

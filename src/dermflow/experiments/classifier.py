@@ -24,9 +24,8 @@ import torch
 
 from dermflow.atomic import write_csv, write_json
 from dermflow.data.cache import load_dataset
-from dermflow.experiments.datasets import labels_by_position, positions
 from dermflow.figures import plot_history
-from dermflow.labels import task_classes
+from dermflow.labels import labels_by_position, positions, task_classes
 from dermflow.logs import job_formatter, log_as_job
 from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier

@@ -34,7 +34,7 @@ from dermflow.data.split import pool_split, training_pool
 from dermflow.errors import DatasetError
 from dermflow.gan.plan import plan, synthetic_counts
 from dermflow.gan.registry import BALANCES, GENERATORS
-from dermflow.labels import CLASSES, task_labels
+from dermflow.labels import CLASSES
 from dermflow.training.augmentation import augment
 from dermflow.training.batches import batches
 
@@ -148,13 +148,3 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
              table.groupby(["split", "source"]).size().to_dict())
     return table
 
-
-def labels_by_position(table: pd.DataFrame, n: int, task: str) -> np.ndarray:
-    """The task's labels aligned with the combined image array (unused positions get 0)."""
-    labels = np.zeros(n, np.int64)
-    labels[table["pos"].to_numpy()] = task_labels(table["dx"].to_numpy(), task)
-    return labels
-
-
-def positions(table: pd.DataFrame, split: str) -> np.ndarray:
-    return table.loc[table["split"] == split, "pos"].to_numpy()

@@ -21,11 +21,10 @@ from dermflow.atomic import write_csv
 from dermflow.data.cache import load_dataset, read_array
 from dermflow.data.preparation import differences, prepare, recipe
 from dermflow.data.validate import MIN_SIDE, check_image
+from dermflow.ensemble import ensemble_mean
 from dermflow.errors import DatasetError, DermflowError
-from dermflow.evaluation.crossval import ensemble_mean
-from dermflow.experiments.datasets import labels_by_position
 from dermflow.experiments.saliency import attention_maps, grad_cam, plot_saliency
-from dermflow.labels import task_labels
+from dermflow.labels import labels_by_position, task_labels
 from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import load_model
 from dermflow.training.batches import ImageTensor
@@ -108,7 +107,7 @@ def predict_files(model_path: str | os.PathLike[str] | Sequence[str | os.PathLik
     (the preparation recipe its file records, dermflow.data.preparation), with the model's
     own test-time augmentation unless ``tta`` names another. Several model files (one
     experiment's fold models) predict as the fold ensemble: the mean of their probabilities
-    (dermflow.evaluation.crossval.ensemble_mean). ``config``, a validated run config, must
+    (dermflow.ensemble). ``config``, a validated run config, must
     agree with that recipe; a model file too old to carry one is prepared as ``config``
     says.
 
