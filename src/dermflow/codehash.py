@@ -1,22 +1,23 @@
-"""Hash of the dermflow code a stage runs, so editing it reruns that stage.
+"""Hash of the dermflow code a stage runs, so editing it reruns that stage and no other.
 
-Snakemake tracks ``script:`` files only by mtime and knows nothing of the
-library they call; each rule's params carry this hash instead. A module's hash
-covers every dermflow module it imports, directly or not, and every module a
-registry names by dotted path (``"dermflow.models.fusion:build"``), which is
-imported only when a job needs it.
+Snakemake tracks ``script:`` files only by mtime and knows nothing of the library they
+call; each rule's params carry this hash instead. A module's hash covers the dermflow
+modules Python loads when it is imported: its imports, direct or not, and the packages
+they sit in. Modules a registry names by dotted path (``"dermflow.models.fusion:build"``)
+are not followed: a job imports only the one its experiment or generator names, so the
+rule passes that one (dermflow.reruns); following them all would retrain every model
+when any one changes.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import re
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "dermflow"
 PACKAGE_DIR = Path(__file__).resolve().parent
-DOTTED = re.compile(rf"{PACKAGE}(\.\w+)+(:\w+)?")  # a module named in a string, e.g. a builder
 
 
 def _find(name: str) -> Path | None:
@@ -36,16 +37,14 @@ def _module_file(name: str) -> Path:
     return path
 
 
-def _internal_imports(name: str, source: str) -> set[str]:
-    """dermflow modules that ``name`` imports (absolute or relative) or names by dotted path."""
+@cache
+def _internal_imports(name: str, path: Path, mtime_ns: int) -> frozenset[str]:
+    """dermflow modules that ``name`` imports, absolute or relative, at any depth of its
+    code (an import in a function runs when the job calls it); cached per file version,
+    as planning asks for one rule's hash once per job."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                DOTTED.fullmatch(node.value):
-            module = node.value.split(":")[0]
-            if _find(module) is not None:
-                found.add(module)
-        elif isinstance(node, ast.Import):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -59,11 +58,11 @@ def _internal_imports(name: str, source: str) -> set[str]:
             for alias in node.names:
                 if _find(f"{base}.{alias.name}") is not None:
                     found.add(f"{base}.{alias.name}")
-    return found
+    return frozenset(found)
 
 
 def module_closure(*names: str) -> list[str]:
-    """The given dermflow modules and every dermflow module they import, sorted."""
+    """The given dermflow modules and every one importing them loads, sorted."""
     seen: set[str] = set()
     todo = list(names)
     while todo:
@@ -71,7 +70,9 @@ def module_closure(*names: str) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(_internal_imports(name, _module_file(name).read_text()) - seen)
+        path = _module_file(name)
+        parents = [name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)]
+        todo.extend({*_internal_imports(name, path, path.stat().st_mtime_ns), *parents} - seen)
     return sorted(seen)
 
 

@@ -23,7 +23,7 @@ rule train_baseline:
         precision=config["precision"],
         weights_dir=config["weights_dir"],
         checkpoints=f"results/checkpoints/{tag(UP, 'train_baseline')}",
-        code=code_hash("dermflow.training.baseline"),
+        code=stage_hash("train_baseline"),
     threads: 4
     resources:
         gpu=1,
@@ -56,7 +56,7 @@ rule extract_attention:
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
-        code=code_hash("dermflow.training.attention"),
+        code=stage_hash("extract_attention"),
     threads: 4
     resources:
         gpu=1,

@@ -24,7 +24,7 @@ rule build_dataset:
         folds=FOLDS,
         fold=fold_index,
         synthesis=lambda wc: config["synthesis"] if wc.balance == "oversample" else None,
-        code=code_hash("dermflow.experiments.datasets"),
+        code=stage_hash("build_dataset"),
     log:
         f"logs/{tag(RUN, 'build_dataset_{balance}')}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule build_augmented_dataset:
         folds=FOLDS,
         fold=fold_index,
         synthesis=config["synthesis"],
-        code=code_hash("dermflow.experiments.datasets"),
+        code=stage_hash("build_augmented_dataset"),
     log:
         f"logs/{tag(RUN, 'build_dataset_augment')}.log",
     benchmark:
@@ -82,7 +82,7 @@ rule train_classifier:
         precision=config["precision"],
         weights_dir=config["weights_dir"],
         checkpoints=f"results/checkpoints/{run_tag('train_classifier')}",
-        code=code_hash("dermflow.experiments.classifier"),
+        code=lambda wc: stage_hash("train_classifier", model=EXPERIMENTS[wc.experiment]["model"]),
     threads: 4
     resources:
         gpu=lambda wc: experiment_settings(wc.experiment)["gpus"],
@@ -112,7 +112,7 @@ rule predict:
     params:
         settings=lambda wc: experiment_settings(wc.experiment),
         precision=config["precision"],
-        code=code_hash("dermflow.experiments.predict"),
+        code=lambda wc: stage_hash("predict", model=EXPERIMENTS[wc.experiment]["model"]),
     threads: 4
     resources:
         gpu=1,

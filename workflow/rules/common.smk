@@ -22,7 +22,6 @@ except ValueError as err:
 if _gpu_note:
     logger.info(_gpu_note)
 
-from dermflow.codehash import code_hash
 from dermflow.config import validate_config
 from dermflow.data.download import (
     EXTERNAL_TEST_FILES,
@@ -35,6 +34,7 @@ from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import GENERATORS, generator_kind
 from dermflow.models.registry import experiment_settings as merged_settings
+from dermflow.reruns import stage_hash
 
 try:
     config.update(

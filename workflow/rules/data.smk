@@ -55,7 +55,7 @@ if SOURCE == "demo":
         params:
             demo=DATASET["demo"],
             external_test=DATASET["external_test"],
-            code=code_hash("dermflow.data.demo"),
+            code=stage_hash("make_demo_dataset"),
         log:
             "logs/make_demo_dataset.log",
         benchmark:
@@ -81,7 +81,7 @@ rule validate_dataset:
         on_bad_input=config["on_bad_input"],
         min_side=config["validation"]["min_side"],
         raw=local_fingerprint(raw_metadata(), *raw_images()),
-        code=code_hash("dermflow.data.validate"),
+        code=stage_hash("validate_dataset"),
     threads: 4
     log:
         "logs/validate_dataset.log",
@@ -110,7 +110,7 @@ if DATASET["external_test"]:
             min_side=config["validation"]["min_side"],
             raw=local_fingerprint(external_ground_truth(), *external_images()),
             size=config["image_size"],
-            code=code_hash("dermflow.data.external"),
+            code=stage_hash("prepare_external"),
         threads: 8
         log:
             "logs/prepare_external.log",

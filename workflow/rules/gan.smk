@@ -22,7 +22,7 @@ rule train_gan:
         seed=config["seed"],
         precision=config["precision"],
         checkpoints=f"results/checkpoints/{tag(UP, 'train_gan')}",
-        code=code_hash("dermflow.gan.training"),
+        code=stage_hash("train_gan", generator=config["gan"]["kind"]),
     threads: 4
     resources:
         gpu=1,
@@ -56,7 +56,7 @@ rule generate_synthetic:
         protocol=config["protocol"],
         seed=config["seed"],
         precision=config["precision"],
-        code=code_hash("dermflow.gan.synthesis"),
+        code=stage_hash("generate_synthetic", generator=config["gan"]["kind"]),
     threads: 4
     resources:
         gpu=1,
@@ -91,7 +91,7 @@ rule check_synthetic:
         protocol=config["protocol"],
         seed=config["seed"],
         weights_dir=config["weights_dir"],
-        code=code_hash("dermflow.gan.quality"),
+        code=stage_hash("check_synthetic"),
     threads: 4
     resources:
         gpu=1,
@@ -117,7 +117,7 @@ rule split_pool:
         split=config["split"],
         folds=FOLDS,
         fold=fold_index,
-        code=code_hash("dermflow.data.split"),
+        code=stage_hash("split_pool"),
     log:
         f"logs/{tag(RUN, 'split_pool')}.log",
     benchmark:

@@ -17,7 +17,7 @@ rule remove_hair:
         metrics="results/hair/metrics.json",
     params:
         hair=config["hair_removal"],
-        code=code_hash("dermflow.data.hair"),
+        code=stage_hash("remove_hair"),
     threads: 8
     log:
         "logs/remove_hair.log",
@@ -37,7 +37,7 @@ rule cache_images:
         cache="results/cache/images_{size}.npy",
         index="results/cache/index_{size}.csv",
     params:
-        code=code_hash("dermflow.data.cache"),
+        code=stage_hash("cache_images"),
     threads: 8
     log:
         "logs/cache_images_{size}.log",
@@ -58,7 +58,7 @@ rule split_dataset:
     params:
         protocol=config["protocol"],
         split=config["split"],
-        code=code_hash("dermflow.data.split"),
+        code=stage_hash("split_dataset"),
     log:
         "logs/split_dataset.log",
     benchmark:
@@ -79,7 +79,7 @@ rule split_folds:
         protocol=config["protocol"],
         split=config["split"],
         folds=FOLDS,
-        code=code_hash("dermflow.data.split"),
+        code=stage_hash("split_folds"),
     log:
         "logs/split_folds.log",
     benchmark:
@@ -97,7 +97,7 @@ rule fold_split:
         split="results/cv/fold{fold}/split/split.csv",
     params:
         fold=fold_index,
-        code=code_hash("dermflow.data.split"),
+        code=stage_hash("fold_split"),
     log:
         "logs/cv/fold{fold}/fold_split.log",
     benchmark:

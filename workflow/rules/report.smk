@@ -18,7 +18,7 @@ if CV:
             metrics=f"{EVAL}/metrics.json",
         params:
             runs=runs(),
-            code=code_hash("dermflow.evaluation.crossval"),
+            code=stage_hash("cross_predict"),
         log:
             "logs/cross_predict_{experiment}.log",
         benchmark:
@@ -45,7 +45,7 @@ if CV:
         params:
             fold=fold_index,
             runs=[(name, s) for name in EXPERIMENTS for s in range(SEEDS)],
-            code=code_hash("dermflow.evaluation.crossval"),
+            code=stage_hash("summarize_fold"),
         log:
             "logs/cv/fold{fold}/summarize_fold.log",
         benchmark:
@@ -89,7 +89,7 @@ rule evaluate:
         ),
     params:
         settings=config["report"],
-        code=code_hash("dermflow.evaluation.evaluate"),
+        code=stage_hash("evaluate"),
     log:
         "logs/evaluate_{experiment}.log",
     benchmark:
@@ -110,7 +110,7 @@ rule compare:
         names=list(EXPERIMENTS),
         declared=declared_pairs(config["experiments"], config["report"]["comparisons"]),
         settings=config["report"],
-        code=code_hash("dermflow.evaluation.compare"),
+        code=stage_hash("compare"),
     log:
         "logs/compare.log",
     benchmark:
@@ -150,7 +150,7 @@ rule report:
             "generator": config["gan"]["kind"],
         },
         settings=config["report"],
-        code=code_hash("dermflow.evaluation.report"),
+        code=stage_hash("report"),
     log:
         "logs/report.log",
     benchmark:
