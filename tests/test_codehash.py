@@ -94,6 +94,18 @@ def test_a_model_family_reruns_only_its_experiments():
     assert not {"train_baseline", "build_dataset"} & table["dermflow.gan.cgan"]
 
 
+def test_an_evaluation_metric_reruns_evaluation_only():
+    """Training picks its epoch with dermflow.evaluation.selection alone, so editing the
+    full metric table retrains nothing; editing what picks the epoch retrains every model."""
+    table = rerun_table(lambda modules: codehash.module_closure(*modules))
+    assert table["dermflow.evaluation.metrics"] == {
+        "evaluate", "compare", "report", "cross_predict", "summarize_fold"}
+    rules = {job.split("[")[0] for job in table["dermflow.evaluation.selection"]}
+    assert rules == table["dermflow.evaluation.metrics"] | {
+        "train_baseline", "extract_attention", "train_gan", "generate_synthetic",
+        "train_classifier", "predict"}
+
+
 def test_rules_hash_what_their_scripts_import():
     """Every rule with a code param hashes its own table entry, which holds every dermflow
     module its script imports."""

@@ -18,12 +18,12 @@ from dermflow.evaluation.bootstrap import cluster_weights, clusters_of, resample
 from dermflow.evaluation.metrics import (
     METRICS,
     calibration_error,
-    confusion,
     evaluate,
     metric_values,
     point,
     weighted_auc,
 )
+from dermflow.evaluation.selection import SELECTION, confusion, selection_scores
 from dermflow.evaluation.significance import format_p, holm, paired_difference
 
 CLASSES = ["a", "b", "c"]
@@ -213,3 +213,12 @@ def test_confusion_under_weights_is_the_weighted_sum_of_images():
     labels, preds = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1])
     cm = confusion(labels, preds, 3, np.array([[2, 1, 0, 3]]))[0]
     assert cm.tolist() == [[2, 0, 0], [0, 0, 1], [0, 3, 0]]
+
+
+def test_epoch_selection_scores_are_the_tables_point_values():
+    """Training scores epochs with dermflow.evaluation.selection alone; its values must be
+    what the evaluation table reports for the same names."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 40)
+    probs = rng.dirichlet(np.ones(3), 40)
+    assert selection_scores(labels, probs) == point(labels, probs, tuple(SELECTION))

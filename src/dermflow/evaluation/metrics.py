@@ -1,5 +1,7 @@
-"""Classification metrics, in one table (METRICS) that evaluation, the bootstrap, comparisons,
-the report and epoch selection all read.
+"""Classification metrics, in one table (METRICS) that evaluation, the bootstrap, comparisons
+and the report read. The few that pick a training epoch, and the confusion matrices all
+count-based metrics come from, live in dermflow.evaluation.selection, so an edit here
+reruns evaluation and not training.
 
 Every metric is computed under image weights: a point estimate weighs every image 1, a
 bootstrap resample weighs each image by how many times its lesion was drawn
@@ -21,43 +23,16 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from dermflow.evaluation.selection import (
+    accuracy,
+    balanced_accuracy,
+    confusion,
+    macro_f1,
+    per_class_from_counts,
+)
+
 PER_CLASS = ("precision", "recall", "specificity", "f1", "accuracy")
 ECE_BINS = 15
-
-
-def confusion(labels: np.ndarray, preds: np.ndarray, k: int,
-              weights: np.ndarray | None = None) -> np.ndarray:
-    """Confusion matrices (rows true, columns predicted): K x K, or B x K x K for B x n
-    image weights (resample counts)."""
-    codes = labels * k + preds
-    if weights is None:
-        return np.bincount(codes, minlength=k * k).reshape(k, k).astype(float)
-    onehot = np.zeros((len(codes), k * k))
-    onehot[np.arange(len(codes)), codes] = 1.0
-    return (np.asarray(weights, float) @ onehot).reshape(-1, k, k)
-
-
-def per_class_from_counts(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class metrics from confusion matrices (... x K x K)."""
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
-    support = cm.sum(-1).astype(float)
-    predicted = cm.sum(-2).astype(float)
-    total = cm.sum((-2, -1))[..., None].astype(float)
-    fp, fn = predicted - tp, support - tp
-    tn = total - tp - fp - fn
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, np.nan)
-        specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-    return {"precision": precision, "recall": recall, "specificity": specificity, "f1": f1,
-            "accuracy": (tp + tn) / total, "support": support}
-
-
-def _present_mean(values: np.ndarray, support: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any class
-        return np.nanmean(np.where(support > 0, values, np.nan), -1)
 
 
 def _weighted(name: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -124,17 +99,14 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", counts=lambda cm: np.trace(cm, axis1=-2, axis2=-1)
-                       / cm.sum((-2, -1))),
+    "accuracy": Metric("accuracy", counts=accuracy),
     "balanced_accuracy": Metric("balanced accuracy", headline=True, class_average=True,
-                                counts=lambda cm: _present_mean(
-                                    per_class_from_counts(cm)["recall"], cm.sum(-1))),
+                                counts=balanced_accuracy),
     "macro_precision": Metric("macro precision", class_average=True,
                               counts=lambda cm: per_class_from_counts(cm)["precision"].mean(-1)),
-    "macro_recall": Metric("macro recall", class_average=True, counts=lambda cm: _present_mean(
-        per_class_from_counts(cm)["recall"], cm.sum(-1))),
-    "macro_f1": Metric("macro F1", headline=True, class_average=True,
-                       counts=lambda cm: per_class_from_counts(cm)["f1"].mean(-1)),
+    # recall averaged over the classes present is balanced accuracy by definition
+    "macro_recall": Metric("macro recall", class_average=True, counts=balanced_accuracy),
+    "macro_f1": Metric("macro F1", headline=True, class_average=True, counts=macro_f1),
     "weighted_precision": Metric("weighted precision", counts=_weighted("precision")),
     "weighted_recall": Metric("weighted recall", counts=_weighted("recall")),
     "weighted_f1": Metric("weighted F1", counts=_weighted("f1")),
@@ -143,7 +115,6 @@ METRICS: dict[str, Metric] = {
     "ece": Metric("expected calibration error", scores=calibration_error),
 }
 HEADLINE = tuple(name for name, m in METRICS.items() if m.headline)
-SELECTION = ("accuracy", "balanced_accuracy", "macro_f1")  # what picks a training epoch
 
 
 def metric_values(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from dermflow.atomic import atomic_path
-from dermflow.evaluation.metrics import SELECTION, point
+from dermflow.evaluation.selection import selection_scores
 from dermflow.torchfile import load_plain
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.distributed import in_process_group, rank_world
@@ -145,8 +145,9 @@ def steps_per_epoch(images: int, batch_size: int) -> int:
 
 
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The metrics model selection and progress lines use (dermflow.evaluation.metrics)."""
-    return point(labels, probs, SELECTION)
+    """The metrics model selection and progress lines use (dermflow.evaluation.selection,
+    not the full table, so editing an evaluation metric retrains nothing)."""
+    return selection_scores(labels, probs)
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
