@@ -49,14 +49,13 @@ def stage_modules(rule: str, *, model: str | None = None,
     """The modules a job of ``rule`` imports: its entry, plus the family module of its
     experiment's ``model`` or of generator kind ``generator`` where the rule builds one."""
     modules = STAGES[rule]
-    if rule in BY_MODEL:
-        if model is None:
-            raise ValueError(f"rule {rule}: the experiment's model is needed")
-        modules += (entry(model).builder.split(":")[0],)
-    if rule in BY_GENERATOR:
-        if generator is None:
-            raise ValueError(f"rule {rule}: the generator kind is needed")
-        modules += (generator_kind(generator).module,)
+    for rules, key, name, family in (
+            (BY_MODEL, "model", model, lambda m: entry(m).builder.split(":")[0]),
+            (BY_GENERATOR, "generator kind", generator, lambda g: generator_kind(g).module)):
+        if rule in rules:
+            if name is None:
+                raise ValueError(f"rule {rule}: the experiment's {key} is needed")
+            modules += (family(name),)
     return modules
 
 
