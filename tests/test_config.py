@@ -36,8 +36,9 @@ def test_shipped_configs_are_valid(repo, config, profile):
 
 
 def test_the_study_trains_every_balance_mode_for_the_same_budget(repo, config):
-    """profiles/cpu-study: one classifier and recipe, the same steps for every dataset, and
-    its paper-protocol target a valid config of the C'GAN experiment alone."""
+    """profiles/cpu-study: one classifier and recipe, the same steps for every dataset; its
+    paper-protocol and weak-identity targets valid configs of the C'GAN experiment alone,
+    differing only where they say."""
     study = validate_config(merged_profile(repo, config, "profiles/cpu-study/cpu-study.yaml"))
     runs = {e["balance"]: experiment_settings(study["classifier"], e)
             for e in study["experiments"]}
@@ -50,6 +51,12 @@ def test_the_study_trains_every_balance_mode_for_the_same_budget(repo, config):
                                            "profiles/cpu-study-paper/paper.yaml"))
     assert paper["protocol"] == "paper" and paper["cv"]["folds"] == 1
     assert experiment_settings(paper["classifier"], paper["experiments"][0]) == runs["cgan"]
+    weak = validate_config(merged_profile(repo, config, "profiles/cpu-study/cpu-study.yaml",
+                                          "profiles/cpu-study-identity/identity.yaml"))
+    assert weak["gan"]["identity_weight"] < study["gan"]["identity_weight"]
+    assert {**weak["gan"], "identity_weight": 0} == {**study["gan"], "identity_weight": 0}
+    assert weak["protocol"] == "grouped"
+    assert experiment_settings(weak["classifier"], weak["experiments"][0]) == runs["cgan"]
 
 
 def test_defaults_are_filled(config):
