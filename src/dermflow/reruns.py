@@ -32,6 +32,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "check_synthetic": ("dermflow.gan.quality", GPU),
     "build_dataset": ("dermflow.experiments.datasets", CPU),
     "build_augmented_dataset": ("dermflow.experiments.datasets", CPU),
+    # its model records the images' preparation, which dermflow.data.preparation computes
+    # (while planning: the rule's preparation param)
     "train_classifier": ("dermflow.experiments.classifier", "dermflow.data.preparation", GPU),
     "predict": ("dermflow.experiments.predict", GPU),
     "cross_predict": ("dermflow.evaluation.crossval", CPU),

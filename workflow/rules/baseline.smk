@@ -4,9 +4,8 @@
 
 rule train_baseline:
     input:
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{UP}/split/split.csv",
+        **image_cache(),
+        split=split_of(UP),
     output:
         model=f"{UP}/baseline/model.pt",
         history=f"{UP}/baseline/history.csv",
@@ -39,10 +38,9 @@ rule train_baseline:
 
 rule extract_attention:
     input:
-        model=f"{UP}/baseline/model.pt",
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{UP}/split/split.csv",
+        model=rules.train_baseline.output.model,
+        **image_cache(),
+        split=split_of(UP),
     output:
         attention=f"{UP}/attention/attention.npy",
         index=f"{UP}/attention/index.csv",

@@ -4,20 +4,15 @@
 
 rule build_dataset:
     input:
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{RUN}/split/split.csv",
-        pool=lambda wc: (
-            [at(f"{RUN}/synthetic/split.csv", fold_index(wc)),
-             at(f"{UP}/synthetic/manifest.csv", fold_index(wc))]
-            if wc.balance in GENERATORS
-            else []
-        ),
+        unpack(generator_pool),
+        **image_cache(),
+        split=split_of(RUN),
     output:
         table=f"{RUN}/datasets/{{balance}}/dataset.csv",
     wildcard_constraints:
         balance="|".join(["none", "oversample", *GENERATORS]),
     params:
+        balance="{balance}",
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
@@ -37,13 +32,13 @@ rule build_dataset:
 
 rule build_augmented_dataset:
     input:
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{RUN}/split/split.csv",
+        **image_cache(),
+        split=split_of(RUN),
     output:
         table=f"{RUN}/datasets/augment/dataset.csv",
         images=f"{RUN}/datasets/augment/augmented.npy",
     params:
+        balance="augment",
         protocol=config["protocol"],
         split=config["split"],
         seed=config["seed"],
@@ -81,6 +76,7 @@ rule train_classifier:
         seed=run_seed,
         precision=config["precision"],
         weights_dir=config["weights_dir"],
+        preparation=recipe(config),
         checkpoints=f"results/checkpoints/{run_tag('train_classifier')}",
         code=lambda wc: stage_hash("train_classifier", model=EXPERIMENTS[wc.experiment]["model"]),
     threads: 4
@@ -100,7 +96,7 @@ rule predict:
     input:
         unpack(experiment_data),
         unpack(lambda wc: external_cache()),
-        model=f"{EXP}/model.pt",
+        model=rules.train_classifier.output.model,
     output:
         predictions=f"{EXP}/predictions.csv",
         saliency=report(

@@ -29,6 +29,7 @@ from dermflow.data.download import (
     MANIFEST,
     wanted_files,
 )
+from dermflow.data.preparation import recipe
 from dermflow.data.validate import image_sources, raw_fingerprint
 from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
@@ -49,8 +50,6 @@ DATASET = config["dataset"]
 SOURCE = DATASET["source"]
 RAW = DATASET["demo"]["path"] if SOURCE == "demo" else DATASET["path"]
 ENV = "../../envs/dermflow.yaml"
-CACHE = f"results/cache/images_{config['image_size']}.npy"
-CACHE_INDEX = f"results/cache/index_{config['image_size']}.csv"
 DOWNLOAD_ZIPS = list(IMAGE_ZIPS)
 EXTERNAL_FILES = list(EXTERNAL_TEST_FILES)
 # Every file download_file may fetch (one job each), whether or not this run needs it.
@@ -59,8 +58,9 @@ DOWNLOADABLE = wanted_files(DATASET["metadata"], external_test=True)
 
 def raw_metadata():
     """The metadata table (CSV or Dataverse's .tab) of the chosen source."""
-    name = "HAM10000_metadata.csv" if SOURCE == "demo" else DATASET["metadata"]
-    return f"{RAW}/{name}"
+    if SOURCE == "demo":
+        return rules.make_demo_dataset.output.metadata
+    return f"{RAW}/{DATASET['metadata']}"
 
 
 def raw_images():
@@ -68,7 +68,7 @@ def raw_images():
     if SOURCE == "download":
         return [f"{RAW}/{name}" for name in DOWNLOAD_ZIPS]
     if SOURCE == "demo":
-        return [f"{RAW}/HAM10000_images_part_1"]
+        return [rules.make_demo_dataset.output.images]
     if not Path(raw_metadata()).is_file():
         raise WorkflowError(
             f"dataset.path: no {Path(raw_metadata()).name} in {RAW} "
@@ -112,27 +112,24 @@ def external_cache():
     """The external test set's image cache and index, when dataset.external_test is on."""
     if not DATASET["external_test"]:
         return {}
-    size = config["image_size"]
-    return {
-        "external_cache": f"results/external/images_{size}.npy",
-        "external_index": f"results/external/index_{size}.csv",
-    }
+    out = rules.prepare_external.output
+    return {"external_cache": out.cache, "external_index": out.index}
 
 
 def hair_truth():
     """Ground-truth hair masks and hair-free images (demo dataset only)."""
-    return [f"{RAW}/hair_truth"] if SOURCE == "demo" else []
+    return [rules.make_demo_dataset.output.truth] if SOURCE == "demo" else []
 
 
 def hair_index():
     """Hair-free images for the cache, or none: the raw images pass through."""
-    return ["results/hair/index.csv"] if config["hair_removal"]["enabled"] else []
+    return [rules.remove_hair.output.index] if config["hair_removal"]["enabled"] else []
 
 
 def report_description():
     """The HTML report's opening page: the one the report rule wrote from the results, or,
     before a run has got that far, the static page that says so."""
-    written = Path("results/report/workflow.rst")
+    written = Path(rules.report.output.rst)
     return str(written.resolve()) if written.is_file() else "workflow/report/workflow.rst"
 
 
@@ -188,8 +185,8 @@ def runs():
 
 
 def at(path, fold=0, **names):
-    """``path`` with its fold (and other) wildcards filled in."""
-    return path.format(fold=fold, **names) if ("{" in path) else path
+    """``path`` (a rule's output, say) with its fold (and other) wildcards filled in."""
+    return str(path).format(fold=fold, **names)
 
 
 def generator_folds():
@@ -200,42 +197,70 @@ def generator_folds():
     return list(range(FOLDS)) if "{fold}" in UP else [0]
 
 
+def split_of(root):
+    """The split.csv a stage under ``root`` (RUN or UP) learns from: its fold's under
+    cross-validation (fold_split), the one split otherwise (split_dataset)."""
+    return rules.fold_split.output.split if "{fold}" in root else rules.split_dataset.output.split
+
+
+def image_cache():
+    """The image cache at the run's image_size and its index, named as the stages read them."""
+    return {
+        name: at(path, size=config["image_size"])
+        for name, path in rules.cache_images.output.items()
+    }
+
+
 def final_targets():
     """Everything `snakemake` builds by default: the generator's stages (baseline, attention
     maps, GAN, synthetic images and their check) only when an experiment uses its images."""
+    split = rules.split_folds if CV else rules.split_dataset
     targets = [
-        "results/data/quarantine.csv",
-        *(["results/cv/summary.json"] if CV else ["results/split/summary.json"]),
-        "results/report/ablation.md",
+        rules.validate_dataset.output.quarantine,
+        split.output.summary,
+        rules.report.output.markdown,
     ]
     if generator_folds():
         for f in generator_folds():
             targets += [
-                at(f"{UP}/baseline/metrics.json", f),
-                at(f"{UP}/attention/attention.npy", f),
-                at(f"{UP}/synthetic/quality.json", f),
+                at(rules.train_baseline.output.metrics, f),
+                at(rules.extract_attention.output.attention, f),
+                at(rules.check_synthetic.output.quality, f),
             ]
-        targets += [at(f"{RUN}/synthetic/split.csv", f) for f in range(FOLDS)]
+        targets += [at(rules.split_pool.output.split, f) for f in range(FOLDS)]
     if CV:
-        targets += [f"results/cv/fold{f}/summary.csv" for f in range(FOLDS)]
-    targets += expand(f"{EVAL}/evaluation.json", experiment=EXPERIMENTS)
+        targets += [at(rules.summarize_fold.output.summary, f) for f in range(FOLDS)]
+    targets += per_experiment(rules.evaluate.output.evaluation).values()
     if config["hair_removal"]["enabled"]:
-        targets.append("results/hair/metrics.json")
+        targets.append(rules.remove_hair.output.metrics)
     return targets
 
 
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
-SYNTHETIC = f"{UP}/synthetic/synthetic.npy"
-EXTRA_ARRAYS = {
-    config["gan"]["kind"]: SYNTHETIC,
-    "augment": f"{RUN}/datasets/augment/augmented.npy",
-}
-# Generators that edit a source image under its attention map need the maps.
-GAN_ATTENTION = (
-    {"attention": f"{UP}/attention/attention.npy"}
-    if generator_kind(config["gan"]["kind"]).needs_attention
-    else {}
-)
+
+
+def per_experiment(path):
+    """Experiment name -> ``path`` (a pattern in {experiment}) for that experiment."""
+    return {name: at(path, experiment=name) for name in EXPERIMENTS}
+
+
+def gan_attention():
+    """The attention maps, for a generator that edits a source image under its map."""
+    if not generator_kind(config["gan"]["kind"]).needs_attention:
+        return {}
+    return {"attention": rules.extract_attention.output.attention}
+
+
+def generator_pool(wildcards):
+    """What a generator-balanced dataset reads beside the cache: the pooled split and the
+    synthetic images' manifest (none for the other balance modes)."""
+    if wildcards.balance not in GENERATORS:
+        return {}
+    fold = fold_index(wildcards)
+    return {
+        "synthetic_split": at(rules.split_pool.output.split, fold),
+        "synthetic_manifest": at(rules.generate_synthetic.output.manifest, fold),
+    }
 
 
 def experiment_settings(name):
@@ -243,44 +268,88 @@ def experiment_settings(name):
     return merged_settings(config["classifier"], EXPERIMENTS[name])
 
 
+def balanced_data(balance, fold=0):
+    """A balance mode's dataset table and, for a mode that makes images (a generator's,
+    augment's), their array beside the cache: ``dataset`` and ``extra``."""
+    made = {
+        config["gan"]["kind"]: rules.generate_synthetic.output.images,
+        "augment": rules.build_augmented_dataset.output.images,
+    }
+    table = rules.build_augmented_dataset if balance == "augment" else rules.build_dataset
+    files = {"dataset": at(table.output.table, fold, balance=balance)}
+    if balance in made:
+        files["extra"] = at(made[balance], fold)
+    return files
+
+
 def experiment_data(wildcards):
     """The dataset table, the image cache and the balance mode's extra images of a run."""
     balance = EXPERIMENTS[wildcards.experiment]["balance"]
-    fold = fold_index(wildcards)
-    inputs = {
-        "dataset": at(f"{RUN}/datasets/{balance}/dataset.csv", fold),
-        "cache": CACHE,
+    return {
+        **balanced_data(balance, fold_index(wildcards)),
+        "cache": image_cache()["cache"],
     }
-    if balance in EXTRA_ARRAYS:
-        inputs["extra"] = at(EXTRA_ARRAYS[balance], fold)
-    return inputs
 
 
-RUN_FILES = (("predictions", "predictions.csv"), ("metrics", "metrics.json"))  # of a run
+def run_files(fold, name, seed):
+    """A classifier run's predictions and metrics, as joining runs reads them."""
+    run = dict(experiment=name, seed=seed)
+    return (
+        at(rules.predict.output.predictions, fold, **run),
+        at(rules.train_classifier.output.metrics, fold, **run),
+    )
 
 
-def dataset_labels():
-    """(label, fold, balance) of every dataset the leakage audit reads."""
+def experiment_runs(name):
+    """(fold, seed) -> run_files of every run of experiment ``name`` (cross_predict)."""
+    return {(f, s): run_files(f, name, s) for f, s in runs()}
+
+
+def fold_runs(fold):
+    """(experiment, seed) -> run_files of every run of fold ``fold`` (summarize_fold)."""
+    return {(name, s): run_files(fold, name, s) for name in EXPERIMENTS for s in range(SEEDS)}
+
+
+def files_of(table):
+    """The paths in a mapping's values (tuples of paths, None for one absent), as one list:
+    the input of a rule whose params pass the mapping itself."""
+    return [path for paths in table.values() for path in paths if path]
+
+
+def evaluated(name):
+    """An experiment's ``predictions``, ``metrics`` or (cross-validation only) ``runs`` file
+    as evaluation reads it: its one run's, or its runs joined (cross_predict); a pattern in
+    {experiment}."""
+    if CV:
+        return getattr(rules.cross_predict.output, name)
+    run = {"predictions": rules.predict, "metrics": rules.train_classifier}[name]
+    return getattr(run.output, name)
+
+
+def report_datasets():
+    """Label -> (table, extra images or None) of every dataset the leakage audit reads."""
     balances = sorted({e["balance"] for e in EXPERIMENTS.values()})
-    return [(f"fold{f}_{b}" if CV else b, f, b) for f in range(FOLDS) for b in balances]
+    datasets = {}
+    for f in range(FOLDS):
+        for b in balances:
+            files = balanced_data(b, f)
+            datasets[f"fold{f}_{b}" if CV else b] = (files["dataset"], files.get("extra"))
+    return datasets
 
 
 def report_inputs(wildcards):
     """Every experiment's evaluation and metrics, every dataset, comparisons, the
-    quarantines (the external test set's too, when there is one)."""
+    quarantines (the external test set's too, when there is one); the report rule's
+    params say which experiment or dataset each of the lists' files belongs to."""
     inputs = {
-        "cache": CACHE,
-        "comparisons": "results/report/comparisons.csv",
-        "quarantine": "results/data/quarantine.csv",
+        "cache": image_cache()["cache"],
+        "comparisons": rules.compare.output.table,
+        "quarantine": rules.validate_dataset.output.quarantine,
     }
     if DATASET["external_test"]:
-        inputs["external_quarantine"] = "results/external/quarantine.csv"
-    inputs["quality"] = [at(f"{UP}/synthetic/quality.json", f) for f in generator_folds()]
-    for name in EXPERIMENTS:
-        inputs[f"evaluation_{name}"] = f"{EVAL}/evaluation.json".format(experiment=name)
-        inputs[f"metrics_{name}"] = f"{EVAL}/metrics.json".format(experiment=name)
-    for label, fold, balance in dataset_labels():
-        inputs[f"dataset_{label}"] = at(f"{RUN}/datasets/{balance}/dataset.csv", fold)
-        if balance in EXTRA_ARRAYS:
-            inputs[f"extra_{label}"] = at(EXTRA_ARRAYS[balance], fold)
+        inputs["external_quarantine"] = rules.prepare_external.output.quarantine
+    inputs["quality"] = [at(rules.check_synthetic.output.quality, f) for f in generator_folds()]
+    inputs["evaluations"] = list(per_experiment(rules.evaluate.output.evaluation).values())
+    inputs["metrics"] = list(per_experiment(evaluated("metrics")).values())
+    inputs["datasets"] = files_of(report_datasets())
     return inputs

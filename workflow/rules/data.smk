@@ -27,7 +27,7 @@ if SOURCE == "download":
     # Snakemake copies an update() output into .snakemake/ first: README, Downloading).
     rule download_file:
         input:
-            manifest=f"{RAW}/{MANIFEST}",
+            manifest=rules.download_manifest.output.manifest,
         output:
             file=update(f"{RAW}/{{name}}"),
         wildcard_constraints:

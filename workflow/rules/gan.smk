@@ -4,10 +4,9 @@
 
 rule train_gan:
     input:
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{UP}/split/split.csv",
-        **GAN_ATTENTION,
+        **image_cache(),
+        split=split_of(UP),
+        **gan_attention(),
     output:
         generator=f"{UP}/gan/generator.pt",
         history=f"{UP}/gan/history.csv",
@@ -38,11 +37,10 @@ rule train_gan:
 
 rule generate_synthetic:
     input:
-        generator=f"{UP}/gan/generator.pt",
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{UP}/split/split.csv",
-        **GAN_ATTENTION,
+        generator=rules.train_gan.output.generator,
+        **image_cache(),
+        split=split_of(UP),
+        **gan_attention(),
     output:
         images=f"{UP}/synthetic/synthetic.npy",
         manifest=f"{UP}/synthetic/manifest.csv",
@@ -72,12 +70,11 @@ rule generate_synthetic:
 
 rule check_synthetic:
     input:
-        model=f"{UP}/baseline/model.pt",
-        cache=CACHE,
-        index=CACHE_INDEX,
-        split=f"{UP}/split/split.csv",
-        images=f"{UP}/synthetic/synthetic.npy",
-        manifest=f"{UP}/synthetic/manifest.csv",
+        model=rules.train_baseline.output.model,
+        **image_cache(),
+        split=split_of(UP),
+        images=rules.generate_synthetic.output.images,
+        manifest=rules.generate_synthetic.output.manifest,
     output:
         quality=f"{UP}/synthetic/quality.json",
         table=report(
@@ -107,9 +104,9 @@ rule check_synthetic:
 
 rule split_pool:
     input:
-        split=f"{RUN}/split/split.csv",
-        manifest=f"{UP}/synthetic/manifest.csv",
-        quality=f"{UP}/synthetic/quality.json",
+        split=split_of(RUN),
+        manifest=rules.generate_synthetic.output.manifest,
+        quality=rules.check_synthetic.output.quality,
     output:
         split=f"{RUN}/synthetic/split.csv",
     params:

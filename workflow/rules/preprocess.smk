@@ -3,7 +3,7 @@
 
 rule remove_hair:
     input:
-        manifest="results/data/manifest.csv",
+        manifest=rules.validate_dataset.output.manifest,
         truth=hair_truth(),
     output:
         images=directory("results/hair/images"),
@@ -31,7 +31,7 @@ rule remove_hair:
 
 rule cache_images:
     input:
-        manifest="results/data/manifest.csv",
+        manifest=rules.validate_dataset.output.manifest,
         hair=hair_index(),
     output:
         cache="results/cache/images_{size}.npy",
@@ -51,7 +51,7 @@ rule cache_images:
 
 rule split_dataset:
     input:
-        manifest="results/data/manifest.csv",
+        manifest=rules.validate_dataset.output.manifest,
     output:
         split="results/split/split.csv",
         summary="results/split/summary.json",
@@ -71,7 +71,7 @@ rule split_dataset:
 
 rule split_folds:
     input:
-        manifest="results/data/manifest.csv",
+        manifest=rules.validate_dataset.output.manifest,
     output:
         folds="results/cv/folds.csv",
         summary="results/cv/summary.json",
@@ -92,7 +92,7 @@ rule split_folds:
 
 rule fold_split:
     input:
-        folds="results/cv/folds.csv",
+        folds=rules.split_folds.output.folds,
     output:
         split="results/cv/fold{fold}/split/split.csv",
     params:

@@ -5,19 +5,13 @@ if CV:
 
     rule cross_predict:
         input:
-            unpack(
-                lambda wc: {
-                    f"{key}_{f}_{s}": at(f"{EXP}/{kind}", f, experiment=wc.experiment, seed=s)
-                    for f, s in runs()
-                    for key, kind in RUN_FILES
-                }
-            ),
+            runs=lambda wc: files_of(experiment_runs(wc.experiment)),
         output:
             predictions=f"{EVAL}/predictions.csv",
             runs=f"{EVAL}/runs.csv",
             metrics=f"{EVAL}/metrics.json",
         params:
-            runs=runs(),
+            runs=lambda wc: experiment_runs(wc.experiment),
             code=stage_hash("cross_predict"),
         log:
             "logs/cross_predict_{experiment}.log",
@@ -30,21 +24,12 @@ if CV:
 
     rule summarize_fold:
         input:
-            unpack(
-                lambda wc: {
-                    f"{key}_{name}_{s}": at(
-                        f"{EXP}/{kind}", fold_index(wc), experiment=name, seed=s
-                    )
-                    for name in EXPERIMENTS
-                    for s in range(SEEDS)
-                    for key, kind in RUN_FILES
-                }
-            ),
+            runs=lambda wc: files_of(fold_runs(fold_index(wc))),
         output:
             summary="results/cv/fold{fold}/summary.csv",
         params:
             fold=fold_index,
-            runs=[(name, s) for name in EXPERIMENTS for s in range(SEEDS)],
+            runs=lambda wc: fold_runs(fold_index(wc)),
             code=stage_hash("summarize_fold"),
         log:
             "logs/cv/fold{fold}/summarize_fold.log",
@@ -58,8 +43,8 @@ if CV:
 
 rule evaluate:
     input:
-        predictions=f"{EVAL}/predictions.csv",
-        runs=[f"{EVAL}/runs.csv"] if CV else [],
+        predictions=evaluated("predictions"),
+        runs=[evaluated("runs")] if CV else [],
     output:
         evaluation=f"{EVAL}/evaluation.json",
         bootstrap=f"{EVAL}/bootstrap.csv",
@@ -102,12 +87,13 @@ rule evaluate:
 
 rule compare:
     input:
-        predictions=expand(f"{EVAL}/predictions.csv", experiment=EXPERIMENTS),
-        runs=expand(f"{EVAL}/runs.csv", experiment=EXPERIMENTS) if CV else [],
+        predictions=expand(evaluated("predictions"), experiment=EXPERIMENTS),
+        runs=expand(evaluated("runs"), experiment=EXPERIMENTS) if CV else [],
     output:
         table="results/report/comparisons.csv",
     params:
-        names=list(EXPERIMENTS),
+        predictions=per_experiment(evaluated("predictions")),
+        runs=per_experiment(evaluated("runs")) if CV else None,
         declared=declared_pairs(config["experiments"], config["report"]["comparisons"]),
         settings=config["report"],
         code=stage_hash("compare"),
@@ -140,7 +126,9 @@ rule report:
         ),
     params:
         experiments=config["experiments"],
-        datasets=dataset_labels(),
+        evaluations=per_experiment(rules.evaluate.output.evaluation),
+        metrics=per_experiment(evaluated("metrics")),
+        datasets=report_datasets(),
         data={
             "source": DATASET["source"],
             "path": DATASET["path"],

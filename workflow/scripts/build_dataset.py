@@ -5,10 +5,8 @@ from dermflow.stage import run_stage
 
 with run_stage(snakemake):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
-    balance = snakemake.wildcards.get("balance", "augment")
-    pool = list(getattr(inp, "pool", []))
     build_dataset(
-        balance,
+        par.balance,
         inp.cache,
         inp.index,
         inp.split,
@@ -18,8 +16,8 @@ with run_stage(snakemake):
         folds=par.folds,
         fold=par.fold,
         out_csv=out.table,
-        synthetic_split=pool[0] if pool else None,
-        synthetic_manifest=pool[1] if pool else None,
-        synthesis=par.get("synthesis"),
+        synthetic_split=inp.get("synthetic_split"),
+        synthetic_manifest=inp.get("synthetic_manifest"),
+        synthesis=par.synthesis,
         out_npy=out.get("images"),
     )

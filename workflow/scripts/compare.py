@@ -4,15 +4,13 @@ from dermflow.evaluation.compare import compare_experiments
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):
-    settings = snakemake.params.settings
+    par = snakemake.params
     compare_experiments(
-        dict(zip(snakemake.params.names, snakemake.input.predictions, strict=True)),
-        snakemake.params.declared,
-        resamples=settings["bootstrap"],
-        seed=settings["bootstrap_seed"],
-        min_lesions=settings["min_lesions"],
+        par.predictions,
+        par.declared,
+        resamples=par.settings["bootstrap"],
+        seed=par.settings["bootstrap_seed"],
+        min_lesions=par.settings["min_lesions"],
         out_csv=snakemake.output.table,
-        runs=dict(zip(snakemake.params.names, snakemake.input.runs, strict=True))
-        if snakemake.input.runs
-        else None,
+        runs=par.runs,
     )

@@ -4,12 +4,9 @@ from dermflow.evaluation.crossval import cross_predict
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):
-    inp, out = snakemake.input, snakemake.output
+    out = snakemake.output
     cross_predict(
-        {
-            (f, s): (inp[f"predictions_{f}_{s}"], inp[f"metrics_{f}_{s}"])
-            for f, s in snakemake.params.runs
-        },
+        snakemake.params.runs,
         out_predictions=out.predictions,
         out_runs=out.runs,
         out_metrics=out.metrics,

@@ -5,12 +5,11 @@ from dermflow.stage import run_stage
 
 with run_stage(snakemake):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
-    names = [e["name"] for e in par.experiments]
     write_report(
         par.experiments,
-        {n: inp[f"evaluation_{n}"] for n in names},
-        {n: inp[f"metrics_{n}"] for n in names},
-        {d: (inp[f"dataset_{d}"], inp.get(f"extra_{d}")) for d, _, _ in par.datasets},
+        par.evaluations,
+        par.metrics,
+        par.datasets,
         inp.cache,
         inp.comparisons,
         inp.quarantine,

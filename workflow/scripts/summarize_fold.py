@@ -4,12 +4,4 @@ from dermflow.evaluation.crossval import summarize_fold
 from dermflow.stage import run_stage
 
 with run_stage(snakemake):
-    inp, par = snakemake.input, snakemake.params
-    summarize_fold(
-        par.fold,
-        {
-            (name, s): (inp[f"predictions_{name}_{s}"], inp[f"metrics_{name}_{s}"])
-            for name, s in par.runs
-        },
-        snakemake.output.summary,
-    )
+    summarize_fold(snakemake.params.fold, snakemake.params.runs, snakemake.output.summary)

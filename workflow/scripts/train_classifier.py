@@ -1,6 +1,5 @@
 """Wire rule train_classifier to dermflow.experiments.classifier."""
 
-from dermflow.data.preparation import recipe
 from dermflow.experiments.classifier import train_classifier
 from dermflow.gpustage import gpu_stage
 
@@ -13,14 +12,14 @@ with gpu_stage(snakemake) as (log, device):
         dataset_csv=inp.dataset,
         cache_npy=inp.cache,
         extra_npy=inp.get("extra"),
-        name=snakemake.wildcards.experiment,
+        name=par.experiment["name"],
         experiment=par.experiment,
         settings=par.settings,
         seed=par.seed,
         weights_dir=par.weights_dir,
         precision=par.precision,
         protocol=par.protocol,
-        preparation=recipe(snakemake.config),
+        preparation=par.preparation,
         checkpoint_dir=par.checkpoints,
         out_model=out.model,
         out_history=out.history,
