@@ -311,10 +311,11 @@ def run_child(stage: str, work: Path) -> None:
                              out_curve=o("curve.png"), out_metrics=str(run / "metrics.json"))
         else:
             from dermflow.experiments.predict import predict_experiment
+            from dermflow.training.batches import evaluation_batch
             predict_experiment(str(run / "model.pt"), str(data / "dataset.csv"), w["cache"],
                                extra, device=cpu, precision="fp32",
                                per_class=merged["saliency_per_class"],
-                               batch_size=merged["batch_size"] * 2,
+                               batch_size=evaluation_batch(merged["batch_size"]),
                                out_predictions=str(run / "predictions.csv"),
                                out_saliency=o("saliency.png"))
     elif name == "evaluate":

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermflow.data.split import fold_split, make_folds, make_split, pool_split, split_summary
+from dermflow.cli import main
+from dermflow.data.split import (
+    make_folds,
+    make_split,
+    pool_split,
+    split_dataset,
+    split_of_fold,
+    split_summary,
+)
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
 
@@ -24,6 +32,21 @@ def ham_like(seed: int = 0) -> pd.DataFrame:
                 rows.append({"image_id": f"ISIC_{len(rows):07d}", "lesion_id": f"HAM_{dx}_{lesion}",
                              "dx": dx})
     return pd.DataFrame(rows)
+
+
+def test_dermflow_split_writes_what_the_rule_writes(tmp_path):
+    """``dermflow split`` and rule split_dataset run the same stage on the same settings."""
+    manifest = tmp_path / "manifest.csv"
+    ham_like().to_csv(manifest, index=False)
+    settings = {"train": 0.6, "val": 0.25, "test": 0.15, "seed": 5}  # the config's split
+    split_dataset(manifest, "paper", settings, out_split=tmp_path / "rule" / "split.csv",
+                  out_summary=tmp_path / "rule" / "summary.json")
+    assert main(["split", str(manifest), str(tmp_path / "cli"), "--protocol", "paper",
+                 "--seed", "5", "--train", "0.6", "--val", "0.25", "--test", "0.15"]) == 0
+    for name in ("split.csv", "summary.json"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "rule" / name).read_bytes()
+    expected = make_split(ham_like(), "paper", (0.6, 0.25, 0.15), seed=5)
+    assert pd.read_csv(tmp_path / "rule" / "split.csv").equals(expected)
 
 
 def test_grouped_keeps_lesions_together_and_classes_everywhere():
@@ -97,7 +120,7 @@ def test_folds_hold_out_the_same_test_split_and_cover_the_rest_once(protocol):
     folds = make_folds(table, protocol, FRACTIONS, seed=2, folds=3)
     assert folds.set_index("image_id")["fold"].eq("test").equals(
         split.set_index("image_id")["split"].eq("test"))  # the same test split as today
-    vals = [fold_split(folds, f) for f in range(3)]
+    vals = [split_of_fold(folds, f) for f in range(3)]
     val_ids = [set(s.loc[s["split"] == "val", "image_id"]) for s in vals]
     rest = set(folds.loc[folds["fold"] != "test", "image_id"])
     assert set.union(*val_ids) == rest and sum(map(len, val_ids)) == len(rest)  # once each
@@ -121,7 +144,7 @@ def test_a_class_with_fewer_lesions_than_folds_is_named():
 
 def test_paper_pool_folds_deal_real_and_synthetic_images_together():
     folds = make_folds(ham_like(), "paper", FRACTIONS, seed=1, folds=3)
-    split = fold_split(folds, 0)
+    split = split_of_fold(folds, 0)
     manifest = synthetic_for(split, 600)
     pools = [pool_split(split, manifest, "paper", FRACTIONS, seed=1, folds=3, fold=f)
              for f in range(3)]

@@ -241,6 +241,7 @@ def test_cli_validate_names_its_option_and_writes_the_quarantine(broken_dataset,
     assert main(["validate", str(root), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "rerun with --on-bad-input quarantine" in err and "on_bad_input:" not in err
+    assert f"every row set aside, with its reason: {tmp_path / 'out' / 'quarantine.csv'}" in err
     assert "Traceback" not in err
     quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
     assert set(quarantine["image_id"]) == set(expected)

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-from dermflow.atomic import write_csv, write_json
+from dermflow.atomic import write_csv
 from dermflow.errors import DermflowError
 from dermflow.stage import user_error
 
@@ -49,32 +48,24 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from dermflow.data.validate import BadInputError, image_sources, validate_dataset
+    from dermflow.data.validate import image_sources, write_validation
 
     root, out = Path(args.dataset), Path(args.out)
-    try:
-        manifest, quarantine = validate_dataset(root / args.metadata, image_sources(root),
-                                                args.on_bad_input, threads=args.threads,
-                                                hint="rerun with --on-bad-input quarantine")
-    except BadInputError as err:
-        (out / "manifest.csv").unlink(missing_ok=True)  # an earlier run's would mislead
-        write_csv(err.quarantine, out / "quarantine.csv")
-        print(f"dermflow: every row set aside, with its reason: {out / 'quarantine.csv'}",
-              file=sys.stderr)
-        raise
-    write_csv(manifest, out / "manifest.csv")
-    write_csv(quarantine, out / "quarantine.csv")
+    manifest, quarantine = write_validation(
+        root / args.metadata, image_sources(root), on_bad_input=args.on_bad_input,
+        threads=args.threads, hint="rerun with --on-bad-input quarantine",
+        out_manifest=out / "manifest.csv", out_quarantine=out / "quarantine.csv",
+        rejected=out / "quarantine.csv")
     print(f"{len(manifest)} usable images, {len(quarantine)} quarantined")
 
 
 def _split(args: argparse.Namespace) -> None:
-    from dermflow.data.split import make_split, split_summary
+    from dermflow.data.split import split_dataset
 
-    split = make_split(pd.read_csv(args.manifest), args.protocol,
-                       (args.train, args.val, args.test), args.seed)
-    write_csv(split, Path(args.out) / "split.csv")
-    summary = split_summary(split)
-    write_json(summary, Path(args.out) / "summary.json")
+    out = Path(args.out)
+    settings = {"train": args.train, "val": args.val, "test": args.test, "seed": args.seed}
+    summary = split_dataset(args.manifest, args.protocol, settings,
+                            out_split=out / "split.csv", out_summary=out / "summary.json")
     print(json.dumps(summary["totals"]))
 
 

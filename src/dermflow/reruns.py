@@ -14,10 +14,10 @@ from dermflow.gan.registry import generator_kind
 from dermflow.models.registry import entry
 
 CPU, GPU = "dermflow.stage", "dermflow.gpustage"
-SPLIT = ("dermflow.data.split", "dermflow.atomic", CPU)
+SPLIT = ("dermflow.data.split", CPU)
 STAGES: dict[str, tuple[str, ...]] = {
     "make_demo_dataset": ("dermflow.data.demo", CPU),
-    "validate_dataset": ("dermflow.data.validate", "dermflow.atomic", CPU),
+    "validate_dataset": ("dermflow.data.validate", CPU),
     "prepare_external": ("dermflow.data.external", "dermflow.data.hair", CPU),
     "remove_hair": ("dermflow.data.hair", "dermflow.atomic", CPU),
     "cache_images": ("dermflow.data.cache", CPU),
@@ -35,7 +35,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     # its model records the images' preparation, which dermflow.data.preparation computes
     # (while planning: the rule's preparation param)
     "train_classifier": ("dermflow.experiments.classifier", "dermflow.data.preparation", GPU),
-    "predict": ("dermflow.experiments.predict", GPU),
+    "predict": ("dermflow.experiments.predict", "dermflow.training.batches", GPU),
     "cross_predict": ("dermflow.evaluation.crossval", CPU),
     "summarize_fold": ("dermflow.evaluation.crossval", CPU),
     "evaluate": ("dermflow.evaluation.evaluate", CPU),

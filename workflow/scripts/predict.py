@@ -2,6 +2,7 @@
 
 from dermflow.experiments.predict import predict_experiment
 from dermflow.gpustage import gpu_stage
+from dermflow.training.batches import evaluation_batch
 
 with gpu_stage(snakemake) as (log, device):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
@@ -13,7 +14,7 @@ with gpu_stage(snakemake) as (log, device):
         device=device,
         precision=par.precision,
         per_class=par.settings["saliency_per_class"],
-        batch_size=par.settings["batch_size"] * 2,
+        batch_size=evaluation_batch(par.settings["batch_size"]),
         out_predictions=out.predictions,
         out_saliency=out.saliency,
         external=(inp.external_cache, inp.external_index)

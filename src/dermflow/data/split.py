@@ -15,15 +15,19 @@ level); fold f's split trains on the other K - 1 folds and validates on fold f.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from dermflow.atomic import write_csv, write_json
 from dermflow.errors import DatasetError
 from dermflow.labels import CLASSES
 
 SPLITS = ("train", "val", "test")
+PathLike = str | os.PathLike[str]
 log = logging.getLogger(__name__)
 
 
@@ -155,7 +159,7 @@ def make_folds(manifest: pd.DataFrame, protocol: str, fractions: tuple[float, fl
     return out
 
 
-def fold_split(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+def split_of_fold(folds: pd.DataFrame, fold: int) -> pd.DataFrame:
     """Fold ``fold``'s split.csv: the other folds train, this one validates, test stays test."""
     name = folds["fold"].astype(str)
     split = np.where(name == "test", "test", np.where(name == str(fold), "val", "train"))
@@ -237,3 +241,45 @@ def pool_split(split: pd.DataFrame, manifest: pd.DataFrame, protocol: str,
     log.info("%s pool: %s", protocol,
              table.groupby(["source", "split"]).size().to_dict())
     return table[list(POOL_COLUMNS)]
+
+
+# The rules' stages: a table read, split and written.
+
+
+def split_fractions(settings: dict[str, Any]) -> tuple[float, float, float]:
+    """The train, val and test fractions of the config's ``split`` section."""
+    return settings["train"], settings["val"], settings["test"]
+
+
+def split_dataset(manifest_csv: PathLike, protocol: str, settings: dict[str, Any], *,
+                  out_split: PathLike, out_summary: PathLike) -> dict:
+    """Rule split_dataset and ``dermflow split``: the manifest's split (``settings``: the
+    config's ``split`` section) and its summary, which is returned."""
+    split = make_split(pd.read_csv(manifest_csv), protocol, split_fractions(settings),
+                       settings["seed"])
+    write_csv(split, out_split)
+    summary = split_summary(split)
+    write_json(summary, out_summary)
+    return summary
+
+
+def split_folds(manifest_csv: PathLike, protocol: str, settings: dict[str, Any],
+                folds: int, *, out_folds: PathLike, out_summary: PathLike) -> None:
+    """Rule split_folds: the manifest's test split and ``folds`` folds, and their summary."""
+    table = make_folds(pd.read_csv(manifest_csv), protocol, split_fractions(settings),
+                       settings["seed"], folds)
+    write_csv(table, out_folds)
+    write_json(fold_summary(table), out_summary)
+
+
+def fold_split(folds_csv: PathLike, fold: int, *, out_split: PathLike) -> None:
+    """Rule fold_split: fold ``fold``'s split.csv (split_of_fold)."""
+    write_csv(split_of_fold(pd.read_csv(folds_csv), fold), out_split)
+
+
+def split_pool(split_csv: PathLike, manifest_csv: PathLike, protocol: str,
+               settings: dict[str, Any], *, folds: int, fold: int, out_split: PathLike) -> None:
+    """Rule split_pool: the real and synthetic images' split (pool_split)."""
+    pooled = pool_split(pd.read_csv(split_csv), pd.read_csv(manifest_csv), protocol,
+                        split_fractions(settings), settings["seed"], folds=folds, fold=fold)
+    write_csv(pooled, out_split)

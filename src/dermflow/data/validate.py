@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from dermflow.atomic import write_csv
 from dermflow.data.images import IMAGE_SUFFIXES, read_bytes, zip_ref
 from dermflow.data.isic2018 import IMAGES as EXTERNAL_IMAGES
 from dermflow.errors import DatasetError
@@ -339,6 +340,34 @@ def validate_dataset(metadata: str | os.PathLike[str], sources: list[Path],
                             f"({problem_counts(quarantine)}):{_listing(quarantine)}", quarantine)
     _require_classes(manifest, meta, quarantine, required_classes, metadata)
     log.info("manifest: %d usable images", len(manifest))
+    return manifest, quarantine
+
+
+def write_validation(metadata: str | os.PathLike[str], sources: list[Path], *,
+                     out_manifest: str | os.PathLike[str], out_quarantine: str | os.PathLike[str],
+                     rejected: str | os.PathLike[str], on_bad_input: str = "fail",
+                     threads: int = 1, min_side: int = MIN_SIDE,
+                     hint: str = "set on_bad_input: quarantine",
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rule validate_dataset and ``dermflow validate``: validate_dataset, its manifest and
+    quarantine written.
+
+    When validation refuses the dataset, the user needs the rows it set aside: they go to
+    ``rejected`` (the rule's lies beside its log, as Snakemake deletes a failed job's
+    outputs), the error names that file, and no manifest is left (an earlier run's would
+    mislead).
+    """
+    try:
+        manifest, quarantine = validate_dataset(metadata, sources, on_bad_input, threads,
+                                                hint=hint, min_side=min_side)
+    except BadInputError as err:
+        Path(out_manifest).unlink(missing_ok=True)
+        write_csv(err.quarantine, rejected)
+        raise BadInputError(f"{err}\nevery row set aside, with its reason: {rejected}",
+                            err.quarantine) from None
+    Path(rejected).unlink(missing_ok=True)  # from an earlier refused run
+    write_csv(manifest, out_manifest)
+    write_csv(quarantine, out_quarantine)
     return manifest, quarantine
 
 

@@ -30,7 +30,7 @@ from dermflow.logs import job_formatter, log_as_job
 from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier
 from dermflow.models.io import save_model
-from dermflow.training.batches import ImageTensor
+from dermflow.training.batches import ImageTensor, evaluation_batch
 from dermflow.training.compilation import resolve_compile
 from dermflow.training.distributed import is_writer, run_distributed
 from dermflow.training.loop import TrainConfig, fit, predict, scores
@@ -177,7 +177,8 @@ def _train_classifier(dataset_csv: str, cache_npy: str, extra_npy: str | None, *
     seconds = time.perf_counter() - started
     if not is_writer():
         return
-    test_scores = scores(labels[test], predict(model, data, test, settings["batch_size"] * 2,
+    test_scores = scores(labels[test], predict(model, data, test,
+                                               evaluation_batch(settings["batch_size"]),
                                                precision, settings["tta"]))
     save_model(model, out_model, kind="classifier", architecture=experiment["model"],
                task=task, classes=list(classes), image_size=size, mean=mean, std=std,

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from dermflow.atomic import atomic_path, write_csv
 from dermflow.data.cache import load_split_cache
-from dermflow.data.split import pool_split, training_pool
+from dermflow.data.split import pool_split, split_fractions, training_pool
 from dermflow.errors import DatasetError
 from dermflow.gan.plan import plan, synthetic_counts
 from dermflow.gan.registry import BALANCES, GENERATORS
@@ -111,7 +111,7 @@ def build_dataset(balance: str, cache_npy: str, index_csv: str, split_csv: str, 
     (of cross-validation fold ``fold`` of ``folds``, which only the paper protocol's pooled
     split of the planned images needs). ``augment`` and ``oversample`` need ``synthesis``."""
     images, index = load_split_cache(cache_npy, index_csv, split_csv)
-    fractions = (split_settings["train"], split_settings["val"], split_settings["test"])
+    fractions = split_fractions(split_settings)
     split = index[["image_id", "lesion_id", "dx", "split"]]
     if balance == "none":
         table = _with_rows(split.assign(source="real"), index, None, "cache")

@@ -23,7 +23,7 @@ from dermflow.figures import plot_history
 from dermflow.labels import CLASSES
 from dermflow.models import backbones
 from dermflow.models.io import save_model
-from dermflow.training.batches import ImageTensor
+from dermflow.training.batches import ImageTensor, evaluation_batch
 from dermflow.training.compilation import resolve_compile
 from dermflow.training.loop import TrainConfig, fit, predict, scores
 
@@ -58,7 +58,7 @@ def train_baseline(cache_npy: str, index_csv: str, split_csv: str, *, protocol: 
     result = fit(model, data, pool, val, cfg, checkpoint=checkpoint)
     model.load_state_dict(result.state)
     test_scores = scores(index["label"].to_numpy()[test],
-                         predict(model, data, test, cfg.batch_size * 2, precision))
+                         predict(model, data, test, evaluation_batch(cfg.batch_size), precision))
     save_model(model, out_model, architecture=settings["model"], classes=list(CLASSES),
                image_size=int(images.shape[1]), mean=mean, std=std, train_config=asdict(cfg),
                settings=settings, best_epoch=result.best_epoch, protocol=protocol)

@@ -20,6 +20,12 @@ from dermflow.training.augmentation import AUGMENTATIONS
 GPU_SHARE = 0.5  # the cache may take at most this share of free GPU memory
 
 
+def evaluation_batch(batch_size: int) -> int:
+    """Images per forward pass without gradients (validation, test, prediction): twice the
+    training batch, as no activations are kept for a backward pass."""
+    return 2 * batch_size
+
+
 def fits_on_gpu(nbytes: int, free_bytes: int) -> bool:
     """Whether an image array of ``nbytes`` is copied to a GPU with ``free_bytes`` free: it
     may take at most GPU_SHARE of it, leaving the rest to the model and its activations."""
