@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dermflow.atomic import atomic_path
 from dermflow.evaluation.selection import selection_scores
 from dermflow.torchfile import load_plain
-from dermflow.training.batches import ImageTensor, batches
+from dermflow.training.batches import ImageTensor, batches, evaluation_batch
 from dermflow.training.distributed import in_process_group, rank_world
 from dermflow.training.ema import EMA, NORM_IMAGES
 from dermflow.training.sampling import epoch_order, image_weights
@@ -267,7 +267,7 @@ def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_id
                     data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)[0]
                     for chunk in batches(order[:NORM_IMAGES], cfg.batch_size, drop_last=True)))
         kept = ema.model if ema is not None else model  # what is validated and kept
-        val_probs = predict(kept, data, val_idx, cfg.batch_size * 2, cfg.precision)
+        val_probs = predict(kept, data, val_idx, evaluation_batch(cfg.batch_size), cfg.precision)
         val = scores(labels[val_idx], val_probs)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
                "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
