@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,12 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from dermflow.config import schema_defaults
 from dermflow.provenance import cpu_name
 from dermflow.training.attention import smoothgrad
+from dermflow.training.baseline import train_config
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, autocast, fit
+from dermflow.training.loop import autocast, fit
 
 
 def sync(device: torch.device) -> None:
@@ -68,15 +71,16 @@ def dermflow_loop(make_model: Callable[[], torch.nn.Module], device: torch.devic
                   size: int, steps: int, precision: str, compile_: bool,
                   **options: Any) -> float:
     """images/s of dermflow's fit() (second epoch: warm-up and compile excluded), with
-    TrainConfig ``options`` (the recipe keys) on top of its defaults."""
+    TrainConfig ``options`` (the recipe keys) on top of the baseline's defaults."""
     n = batch * steps
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n + batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, 7, n + batch)
     data = ImageTensor(images, labels, device, (0.5,) * 3, (0.5,) * 3)
     model = make_model()
-    cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-4, compile=compile_, precision=precision,
-                      **options)
+    baseline = train_config(schema_defaults()["baseline"], compile_=compile_,
+                            precision=precision, seed=0, extra={})
+    cfg = replace(baseline, epochs=2, batch_size=batch, **options)
     result = fit(model, data, np.arange(n), np.arange(n, n + batch), cfg)
     return float(result.history["images_per_s"].iloc[-1])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from bench_baseline import timed
 
 from dermflow.config import validate_config
 from dermflow.gan.cgan import CganStep
-from dermflow.gan.step import TO_UNIT, GanConfig
-from dermflow.gan.training import build_networks, fit_gan
+from dermflow.gan.step import TO_UNIT
+from dermflow.gan.training import build_networks, fit_gan, gan_config
 from dermflow.provenance import cpu_name
 from dermflow.training.batches import ImageTensor
 from dermflow.training.loop import autocast
@@ -79,7 +80,8 @@ def dermflow_loop(settings: dict, device: torch.device, batch: int, size: int, s
     attention = torch.from_numpy(rng.random((n, size, size), dtype=np.float32)).half()
     attention = attention.to(device) if data.resident and device.type == "cuda" else attention
     torch.manual_seed(0)
-    cfg = GanConfig(epochs=2, batch_size=batch, precision=precision)
+    cfg = replace(gan_config(settings, precision=precision, seed=0, extra={}), epochs=2,
+                  batch_size=batch)
     history = fit_gan(CganStep(*build_networks(settings, size), cfg), data, attention,
                       np.arange(n), cfg)
     return float(history["images_per_s"].iloc[-1])

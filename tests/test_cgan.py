@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage_configs import gan_config
 
 from dermflow.errors import ConfigError
 from dermflow.gan.cgan import CganStep, Critic, Generator
-from dermflow.gan.step import TO_UNIT, GanConfig
+from dermflow.gan.step import TO_UNIT
 from dermflow.gan.training import epoch_order, fit_gan
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor
@@ -88,7 +89,7 @@ def tiny_data() -> tuple[ImageTensor, torch.Tensor, np.ndarray]:
 
 def test_one_step_updates_both_networks_and_reports_losses():
     generator, critic = networks()
-    step = CganStep(generator, critic, GanConfig(batch_size=4))
+    step = CganStep(generator, critic, gan_config(batch_size=4))
     g0 = [p.detach().clone() for p in generator.parameters()]
     d0 = [p.detach().clone() for p in critic.parameters()]
     data, attention, _ = tiny_data()
@@ -122,7 +123,7 @@ class DiesAfter(CganStep):
 
 def test_killed_run_resumes_to_the_same_generator(tmp_path):
     data, attention, pool = tiny_data()
-    cfg = GanConfig(epochs=3, batch_size=4, seed=5)
+    cfg = gan_config(epochs=3, batch_size=4, seed=5)
     straight = CganStep(*networks(), cfg)
     history = fit_gan(straight, data, attention, pool, cfg)
     assert list(history["epoch"]) == [1, 2, 3] and history["images_per_s"].gt(0).all()
@@ -137,6 +138,6 @@ def test_killed_run_resumes_to_the_same_generator(tmp_path):
                     strict=True):
         assert torch.equal(a, b)
 
-    other = GanConfig(epochs=1, batch_size=4, seed=6)  # another run ignores this checkpoint
+    other = gan_config(epochs=1, batch_size=4, seed=6)  # another run ignores this checkpoint
     assert list(fit_gan(CganStep(*networks(), other), data, attention, pool, other,
                         checkpoint)["epoch"]) == [1]

@@ -4,18 +4,92 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
 
-from dermflow.config import load_config, validate_config
+from dermflow import labels
+from dermflow.config import load_config, schema_defaults, validate_config
 from dermflow.errors import ConfigError
 from dermflow.models.registry import experiment_settings
+from dermflow.training import augmentation, options, schedules, tta
 
 
 @pytest.fixture
 def config(repo):
-    return yaml.safe_load((repo / "config.yaml").read_text())
+    """config.yaml, validated: the experiments, which it leaves to the schema, filled in."""
+    return load_config(repo / "config.yaml")
+
+
+def differences(restated: Any, default: Any, path: str = "") -> Iterator[str]:
+    """Key paths where ``restated`` (a config file) differs from ``default`` (the schema's
+    defaults), type included: 0 and 0.0 are different params to Snakemake. Keys the schema
+    has no default for are the file's to set."""
+    if isinstance(restated, dict) and isinstance(default, dict):
+        for key in (k for k in restated if k in default):
+            yield from differences(restated[key], default[key], f"{path}.{key}".lstrip("."))
+    elif type(restated) is not type(default) or (
+            isinstance(restated, list) and len(restated) != len(default)):
+        yield f"{path}: {restated!r} here, {default!r} in the schema"
+    elif isinstance(restated, list):
+        for k, (a, b) in enumerate(zip(restated, default, strict=True)):
+            yield from differences(a, b, f"{path}[{k}]")
+    elif restated != default:
+        yield f"{path}: {restated!r} here, {default!r} in the schema"
+
+
+def test_config_yaml_restates_the_schema_defaults(repo):
+    """The schema is the one home of every default; config.yaml may restate them for its
+    readers but never differ from them."""
+    restated = yaml.safe_load((repo / "config.yaml").read_text())
+    assert list(differences(restated, schema_defaults())) == []
+    assert set(restated) - set(schema_defaults()) == {"seed", "protocol", "on_bad_input",
+                                                      "image_size"}, "the keys with no default"
+    assert "experiments" not in restated, "Table 5 is listed once, in the schema"
+
+
+def test_a_differing_default_is_named_by_its_key_path():
+    restated = schema_defaults()
+    restated["hair_removal"]["figure_images"] = []
+    restated["classifier"]["ema"] = 0
+    restated["experiments"][4]["model"] = "resnet50v2_mobilenetv2"
+    assert list(differences(restated, schema_defaults())) == [
+        "hair_removal.figure_images: [] here, ['ISIC_0024320', 'ISIC_0024342', 'ISIC_0024421',"
+        " 'ISIC_0024508', 'ISIC_0029414'] in the schema",
+        "classifier.ema: 0 here, 0.0 in the schema",
+        "experiments[4].model: 'resnet50v2_mobilenetv2' here, 'resnet50v2_deit' in the schema"]
+
+
+@pytest.mark.parametrize(("key", "module", "table", "implemented"), [
+    ("augmentation", options, "AUGMENTATIONS", augmentation.AUGMENTATIONS),
+    ("lr_schedule", schedules, "SCHEDULES", None),
+    ("sampling", options, "SAMPLINGS", None),
+    ("tta", options, "TTA_VIEWS", tta.VIEWS),
+])
+def test_a_training_option_takes_the_names_of_its_table(config, monkeypatch, key, module,
+                                                         table, implemented):
+    """The schema's enum is the table's names (a torch-free table, read while planning, that
+    names what implements the option), in the classifier section and in overrides alike."""
+    names = getattr(module, table)
+    if implemented is not None:
+        assert tuple(implemented) == names, "the table names what implements the option"
+    config["classifier"][key] = "new"
+    with pytest.raises(ConfigError, match=f"classifier.{key}: 'new' is not one of"):
+        validate_config(config)
+    monkeypatch.setattr(module, table, (*names, "new"))
+    config["experiments"][0]["overrides"] = {key: "new"}
+    filled = validate_config(config)
+    assert filled["classifier"][key] == filled["experiments"][0]["overrides"][key] == "new"
+
+
+def test_an_experiment_task_takes_the_names_of_the_tasks_table(config, monkeypatch):
+    config["experiments"][0]["task"] = "ordinal"
+    with pytest.raises(ConfigError, match=r"experiments.0.task: 'ordinal' is not one of"):
+        validate_config(config)
+    monkeypatch.setattr(labels, "TASKS", (*labels.TASKS, "ordinal"))
+    assert validate_config(config)["experiments"][0]["task"] == "ordinal"
 
 
 def merged_profile(repo, config, *files: str) -> dict:

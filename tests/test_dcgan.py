@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage_configs import gan_config
 
 from dermflow.gan.dcgan import DcganDiscriminator, DcganGenerator, DcganStep, resize
-from dermflow.gan.step import TO_UNIT, GanConfig
+from dermflow.gan.step import TO_UNIT
 from dermflow.gan.training import fit_gan
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor
@@ -55,7 +56,7 @@ def test_training_updates_both_networks_and_logs_bce_terms():
     rng = np.random.default_rng(0)
     data = ImageTensor(rng.integers(0, 256, (28, 32, 32, 3), dtype=np.uint8),
                        np.arange(28) % 7, torch.device("cpu"), *TO_UNIT)
-    cfg = GanConfig(epochs=2, batch_size=8, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
+    cfg = gan_config(epochs=2, batch_size=8, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
                     precision="fp32")
     history = fit_gan(DcganStep(generator, discriminator, cfg), data, None, np.arange(28), cfg)
     assert list(history.columns[1:5]) == ["loss_d", "loss_g", "d_real", "d_fake"]

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from stage_configs import train_config
 from torch import nn
 
 from dermflow.errors import DamagedFileError, DermflowError
@@ -34,11 +35,11 @@ from dermflow.training.determinism import (
     set_deterministic,
 )
 from dermflow.training.distributed import rank_world, run_distributed
-from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.loop import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CPU = torch.device("cpu")
-CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, augment=True, seed=3)
+CFG = train_config(epochs=2, batch_size=8, lr=1e-2, augment=True, seed=3)
 
 
 class Tiny(nn.Module):
@@ -92,7 +93,7 @@ def test_global_batch_must_split_evenly(tmp_path):
 def _odd_batch(rank: int) -> None:
     data = ImageTensor(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, int), torch.device("cpu"),
                        (0.5,) * 3, (0.5,) * 3)
-    fit(Tiny(), data, np.arange(4), np.arange(4), TrainConfig(epochs=1, batch_size=3))
+    fit(Tiny(), data, np.arange(4), np.arange(4), train_config(epochs=1, batch_size=3))
 
 
 RANKS = """\

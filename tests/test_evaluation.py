@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from conftest import REPO
 
-from dermflow.config import validate_config
+from dermflow.config import load_config, validate_config
 from dermflow.errors import ConfigError
 from dermflow.evaluation.compare import compare_experiments
 from dermflow.evaluation.declared import declared_pairs
@@ -98,7 +97,7 @@ def test_declared_comparisons_default_to_the_proposed_model_against_existing_bas
 
 
 def test_an_unknown_experiment_in_the_declared_comparisons_is_a_config_error_naming_it():
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = load_config(REPO / "config.yaml")
     config["report"]["comparisons"] = [["cgan_resnet50v2_deit", "nonexistent"]]
     with pytest.raises(ConfigError, match=r"report.comparisons\[0\]: unknown experiment "
                                           r"'nonexistent'"):

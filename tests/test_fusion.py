@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage_configs import train_config
 
 from dermflow.models.fusion import CrossAttentionFusion, FusionClassifier
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.loop import fit
 
 
 def test_cross_attention_shapes_and_weights():
@@ -50,7 +51,7 @@ def test_warmup_changes_fusion_and_head_only_then_finetuning_reaches_the_backbon
     backbone = {k: v.clone() for k, v in model.backbones.state_dict().items()}  # + BN stats
     head = model.head.weight.detach().clone()
     model.freeze_backbones()
-    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, augment=False)
+    cfg = train_config(epochs=1, batch_size=8, lr=1e-3, augment=False)
     model.load_state_dict(fit(model, data, np.arange(16), np.arange(16, 24), cfg).state)
     assert all(torch.equal(backbone[k], v) for k, v in model.backbones.state_dict().items())
     assert not torch.equal(head, model.head.weight)

@@ -25,17 +25,19 @@ import timm
 import torch
 import yaml
 from conftest import REPO
+from stage_configs import train_config
 from torch import nn
 
 import dermflow.gan.cgan as cgan
 import dermflow.training.loop as loop
 from dermflow.config import validate_config
 from dermflow.experiments.saliency import SaliencyMaps
+from dermflow.gan.training import gan_config
 from dermflow.labels import CLASSES
 from dermflow.training.augmentation import AUGMENTATIONS
 from dermflow.training.batches import GPU_SHARE, ImageTensor, fits_on_gpu
 from dermflow.training.distributed import rank_world, run_distributed
-from dermflow.training.loop import TrainConfig, fit, predict
+from dermflow.training.loop import fit, predict
 
 pytestmark = pytest.mark.gpu
 
@@ -81,7 +83,7 @@ def test_cgan_wgan_gp_step_in_bf16_matches_fp32(device: str, monkeypatch: pytest
         g, d = copy.deepcopy(generator), copy.deepcopy(critic)
         dtypes: list[torch.dtype] = []
         d.features[0].register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-        run = cgan.CganStep(g, d, cgan.train_config(settings, {"precision": precision}))
+        run = cgan.CganStep(g, d, gan_config(settings, precision=precision, seed=0, extra={}))
         losses = run(x, attention, label, torch.Generator(dev).manual_seed(0))
         return {k: float(v) for k, v in losses.items()}, dtypes[0], g
 
@@ -136,7 +138,7 @@ def test_compiled_model_trains_a_step(device: str, model_name: str,
     before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     data = ImageTensor(images(batch + 4, size), np.arange(batch + 4) % len(CLASSES), dev,
                        (0.5,) * 3, (0.5,) * 3)
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, compile=True)
+    cfg = train_config(epochs=1, batch_size=batch, lr=1e-3, compile=True)
     result = fit(model, data, np.arange(batch), np.arange(batch, batch + 4), cfg)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     assert np.isfinite(result.history["train_loss"]).all()
@@ -268,7 +270,7 @@ def _ddp_train(device: str, out: Path | None = None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = SmallNet()
     result = fit(model, data, np.arange(16), np.arange(16, 24),
-                 TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=3))
+                 train_config(epochs=2, batch_size=8, lr=1e-2, seed=3))
     if out is not None:
         torch.save({"state": result.state, "rank_world": rank_world(),
                     "sync_bn": any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())},

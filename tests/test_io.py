@@ -14,19 +14,19 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from stage_configs import gan_config, train_config
 
 from dermflow.config import validate_config
 from dermflow.data.cache import load_cache, load_dataset
 from dermflow.data.preparation import recipe
 from dermflow.errors import DamagedFileError
-from dermflow.gan.step import GanConfig
 from dermflow.gan.training import fit_gan, load_networks
 from dermflow.labels import CLASSES
 from dermflow.models import backbones, factory
 from dermflow.models.io import load_model, save_model
 from dermflow.stage import run_stage
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.loop import fit
 
 CPU = torch.device("cpu")
 SIZE = 32
@@ -94,7 +94,7 @@ def fit_tiny(checkpoint: Path) -> None:
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 7))
     data = ImageTensor(np.zeros((4, 4, 4, 3), np.uint8), np.arange(4), CPU, (0.5,) * 3,
                        (0.5,) * 3)
-    fit(net, data, np.arange(2), np.arange(2, 4), TrainConfig(epochs=1), checkpoint=checkpoint)
+    fit(net, data, np.arange(2), np.arange(2, 4), train_config(epochs=1), checkpoint=checkpoint)
 
 
 def test_crafted_classifier_checkpoint_runs_nothing(crafted):
@@ -114,7 +114,7 @@ def test_crafted_gan_checkpoint_and_generator_file_run_nothing(crafted):
     path, marker = crafted
     step = SimpleNamespace(g=torch.nn.Linear(2, 2), d=torch.nn.Linear(2, 2))
     refuses(lambda: fit_gan(step, SimpleNamespace(device=CPU), None, np.arange(2),
-                            GanConfig(epochs=1), path), path, marker)
+                            gan_config(epochs=1), path), path, marker)
     refuses(lambda: load_networks(path, CPU), path, marker)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage_configs import train_config
 
 from dermflow.config import load_schema
 from dermflow.errors import ConfigError
@@ -16,7 +17,7 @@ from dermflow.models.dermagan_cnn import DermaGanCNN
 from dermflow.models.freezing import parameter_layers
 from dermflow.models.hybrids import HybridClassifier
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.loop import fit
 
 SETTINGS = {"pretrained": False, "fusion_dim": 32, "fusion_heads": 4, "bottleneck": 16,
             "dropout": 0.3}
@@ -157,7 +158,7 @@ def test_val_loss_monitor_reduces_the_learning_rate_and_stops_early():
     rng = np.random.default_rng(0)
     data = ImageTensor(rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8),
                        rng.integers(0, 7, 40), torch.device("cpu"), (0.5,) * 3, (0.5,) * 3)
-    cfg = TrainConfig(epochs=60, batch_size=8, lr=0.05, augment=False, monitor="val_loss",
+    cfg = train_config(epochs=60, batch_size=8, lr=0.05, augment=False, monitor="val_loss",
                       patience=4, plateau_factor=0.2, plateau_patience=2)
     history = fit(model, data, np.arange(32), np.arange(32, 40), cfg).history
     assert len(history) < 60  # random labels: val loss stops improving

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from stage_configs import train_config
 
 from dermflow.experiments.classifier import training_budget
 from dermflow.training.batches import ImageTensor
 from dermflow.training.ema import EMA, warm_decay
-from dermflow.training.loop import TrainConfig, cross_entropy, fit, predict, steps_per_epoch
+from dermflow.training.loop import cross_entropy, fit, predict, steps_per_epoch
 from dermflow.training.sampling import class_weights, epoch_order, image_weights
 from dermflow.training.schedules import lr_factor, resolve
 from dermflow.training.tta import VIEWS
@@ -137,7 +138,7 @@ def bn_net() -> torch.nn.Module:
 def test_a_twenty_step_runs_moving_average_learns_as_its_raw_weights_do():
     data, model = offset_data(), bn_net()
     train, val = np.arange(80), np.arange(80, 140)
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=False, ema=0.999)
+    cfg = train_config(epochs=4, batch_size=16, lr=1e-2, augment=False, ema=0.999)
     assert cfg.epochs * steps_per_epoch(len(train), cfg.batch_size) == 20
     result = fit(model, data, train, val, cfg)
     kept = bn_net()
@@ -200,7 +201,7 @@ def small_net(seed: int = 0) -> torch.nn.Module:
 def test_the_loop_trains_on_the_smoothed_loss():
     data, model = colour_data(), small_net()
     train, val = np.arange(98), np.arange(98, 140)
-    cfg = TrainConfig(epochs=1, batch_size=14, lr=0.0, augment=False, label_smoothing=0.2)
+    cfg = train_config(epochs=1, batch_size=14, lr=0.0, augment=False, label_smoothing=0.2)
     result = fit(model, data, train, val, cfg)  # lr 0: the weights never move
     x, y = data.batch(torch.as_tensor(train))
     with torch.no_grad():
@@ -211,7 +212,7 @@ def test_the_loop_trains_on_the_smoothed_loss():
 
 def test_the_loop_steps_the_curve_per_batch():
     data, model = colour_data(), small_net()
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_schedule="cosine",
+    cfg = train_config(epochs=3, batch_size=16, lr=1e-2, lr_schedule="cosine",
                       lr_warmup_epochs=1, seed=1)
     result = fit(model, data, np.arange(98), np.arange(98, 140), cfg)
     steps = steps_per_epoch(98, 16)
@@ -234,7 +235,7 @@ def test_the_loop_draws_balanced_epochs():
         return batch(index, generator, policy)
 
     data.batch = spy
-    cfg = TrainConfig(epochs=6, batch_size=8, lr=1e-3, sampling="balanced", sampling_power=1.0)
+    cfg = train_config(epochs=6, batch_size=8, lr=1e-3, sampling="balanced", sampling_power=1.0)
     fit(model, data, train, np.setdiff1d(np.arange(len(labels)), train)[:20], cfg)
     share = np.bincount(np.concatenate(seen), minlength=7) / sum(map(len, seen))
     assert list(np.bincount(labels[train])) == [40] + [8] * 6
@@ -243,7 +244,7 @@ def test_the_loop_draws_balanced_epochs():
 
 def test_the_loop_validates_and_keeps_the_moving_average(tmp_path):
     data, model = colour_data(), small_net()
-    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, ema=0.9)
+    cfg = train_config(epochs=1, batch_size=16, lr=1e-2, ema=0.9)
     result = fit(model, data, np.arange(98), np.arange(98, 140), cfg,
                  checkpoint=tmp_path / "last.pt")
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -310,7 +311,7 @@ def test_with_an_epoch_budget_datasets_of_any_size_train_the_same_steps(sampling
             optimizers.append(torch.optim.Adam(model.parameters(), lr=1e-3))
             return optimizers[-1]
 
-        cfg = TrainConfig(epochs=2, batch_size=16, augment=False, sampling=sampling,
+        cfg = train_config(epochs=2, batch_size=16, augment=False, sampling=sampling,
                           epoch_images=70)
         result = fit(small_net(), data, train, np.arange(200, 280), cfg, optimizer_factory=adam)
         state = next(iter(optimizers[0].state.values()))
@@ -323,7 +324,7 @@ def test_with_an_epoch_budget_datasets_of_any_size_train_the_same_steps(sampling
     assert [b["optimizer_steps"] for b in budgets] == steps
     assert budgets[0] == budgets[1] == {"epoch_images": 70, "epochs_trained": 2,
                                         "optimizer_steps": 8, "images_seen": 128}
-    cfg = TrainConfig(epochs=2, batch_size=16, augment=False, sampling=sampling)
+    cfg = train_config(epochs=2, batch_size=16, augment=False, sampling=sampling)
     whole = fit(small_net(), data, np.arange(100), np.arange(200, 280), cfg).history
     assert training_budget(whole, 100, {"epoch_images": None}) == {  # null: the whole split
         "epoch_images": 100, "epochs_trained": 2, "optimizer_steps": 2 * 6, "images_seen": 192}

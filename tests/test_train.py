@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage_configs import train_config
 
 from dermflow.training import loop as train
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, fit, predict
+from dermflow.training.loop import fit, predict
 
 CPU = torch.device("cpu")
 
@@ -42,9 +43,9 @@ def setup(seed: int = 0):
     return TinyNet(), data, np.arange(0, 98), np.arange(98, 140)
 
 
-CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3)
+CFG = train_config(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3)
 # every recipe option on (dermflow.training: schedules, sampling, ema)
-RECIPE = TrainConfig(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3, optimizer="adamw",
+RECIPE = train_config(epochs=4, batch_size=16, lr=1e-2, augment=True, seed=3, optimizer="adamw",
                      weight_decay=0.05, lr_schedule="onecycle", lr_warmup_epochs=1.5,
                      label_smoothing=0.1, sampling="balanced", sampling_power=0.5, ema=0.9,
                      class_weights=True, epoch_images=130)
@@ -93,7 +94,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch, cfg):
 def test_checkpoint_of_another_config_is_ignored(tmp_path):
     model, data, tr, va = setup()
     checkpoint = tmp_path / "last.pt"
-    fit(model, data, tr, va, TrainConfig(epochs=2, batch_size=16, lr=1e-2, seed=3),
+    fit(model, data, tr, va, train_config(epochs=2, batch_size=16, lr=1e-2, seed=3),
         checkpoint=checkpoint)
     model, data, tr, va = setup()
     result = fit(model, data, tr, va, CFG, checkpoint=checkpoint)
@@ -102,6 +103,6 @@ def test_checkpoint_of_another_config_is_ignored(tmp_path):
 
 def test_early_stopping_stops():
     model, data, tr, va = setup()
-    cfg = TrainConfig(epochs=30, batch_size=16, lr=0.0, patience=2, seed=3)  # lr 0: no progress
+    cfg = train_config(epochs=30, batch_size=16, lr=0.0, patience=2, seed=3)  # lr 0: no progress
     result = fit(model, data, tr, va, cfg)
     assert len(result.history) == 3

@@ -1,7 +1,9 @@
 """Config validation: every key is checked before any job runs.
 
 The JSON schema (workflow/schemas/config.schema.yaml) is the single source of
-truth for keys, types, ranges and defaults; errors name the dotted key.
+truth for keys, types, ranges and defaults (config.yaml restates the defaults for its
+readers, and tests/test_config.py holds the two together); the enums of names that a
+table implements come from that table. Errors name the dotted key.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from dermflow import labels
 from dermflow.errors import ConfigError
 from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import BALANCES, GENERATORS
 from dermflow.models.registry import MODELS, RECIPES, experiment_settings
+from dermflow.training import options, schedules
 from dermflow.training.schedules import CURVES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -158,15 +162,36 @@ def _sorted(value: Any) -> Any:
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Read the config schema, with the names of the registries as its enums: a model,
-    generator or balance mode is added in its registry alone."""
+    """Read the config schema, with the names of the tables that implement them as its
+    enums: a model, generator, balance mode, task or training option is added in its table
+    alone."""
     schema = yaml.safe_load(Path(path).read_text())
     schema["properties"]["gan"]["properties"]["kind"]["enum"] = list(GENERATORS)
     experiment = schema["properties"]["experiments"]["items"]["properties"]
     experiment["balance"]["enum"] = list(BALANCES)
     experiment["model"]["enum"] = list(MODELS)
     experiment["recipe"]["enum"] = list(RECIPES)
+    experiment["task"]["enum"] = list(labels.TASKS)
+    for keys in (schema["properties"]["classifier"]["properties"],
+                 experiment["overrides"]["properties"]):
+        keys["augmentation"]["enum"] = list(options.AUGMENTATIONS)
+        keys["lr_schedule"]["enum"] = list(schedules.SCHEDULES)
+        keys["sampling"]["enum"] = list(options.SAMPLINGS)
+        keys["tta"]["enum"] = list(options.TTA_VIEWS)
     return schema
+
+
+def schema_defaults(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config the schema's defaults alone make, every section filled (keys without a
+    default, such as ``seed``, left out): what validation gives a key a config omits."""
+    def defaults(schema: dict[str, Any]) -> Any:
+        value = copy.deepcopy(schema.get("default", {}))
+        for key, sub in schema.get("properties", {}).items():
+            if key not in value and ("default" in sub or "properties" in sub):
+                value[key] = defaults(sub)
+        return value
+
+    return defaults(load_schema(path))
 
 
 def validate_config(config: dict[str, Any],

@@ -18,19 +18,20 @@ TO_UNIT = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ImageTensor mean/std that map [0
 
 @dataclass(frozen=True)
 class GanConfig:
-    """What defines a GAN run (its hash names the checkpoint it may resume)."""
+    """What defines a GAN run (its hash names the checkpoint it may resume). No defaults: a
+    kind's ``train_config`` builds it from the validated ``gan`` section."""
 
-    epochs: int = 40
-    batch_size: int = 32
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    betas: tuple[float, float] = (0.0, 0.9)
-    gp_weight: float = 10.0
-    identity_weight: float = 10.0
-    diversity_weight: float = 0.1
-    oversample: bool = True
-    precision: str = "bf16"
-    seed: int = 0
+    epochs: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    gp_weight: float
+    identity_weight: float
+    diversity_weight: float
+    oversample: bool
+    precision: str
+    seed: int
     extra: dict[str, Any] = field(default_factory=dict)  # networks and data, for the hash
 
 

@@ -29,6 +29,24 @@ from dermflow.training.loop import TrainConfig, fit, predict, scores
 
 log = logging.getLogger(__name__)
 
+# The paper's plain loop: Adam at a constant rate, no label smoothing, each image once per
+# epoch, no weight average. The baseline section has no recipe keys, so these are fixed.
+PLAIN_LOOP: dict[str, Any] = {
+    "augmentation": "dermoscopy", "monitor": "val_macro_f1", "plateau_factor": 0.2,
+    "plateau_patience": 0, "betas": (0.9, 0.999), "optimizer": "adam",
+    "lr_schedule": "constant", "lr_warmup_epochs": 0.0, "label_smoothing": 0.0,
+    "sampling": "uniform", "sampling_power": 0.5, "epoch_images": None, "ema": 0.0}
+
+
+def train_config(settings: dict[str, Any], *, compile_: bool, precision: str, seed: int,
+                 extra: dict[str, Any]) -> TrainConfig:
+    """The baseline's run: the ``baseline`` section's keys on the plain loop."""
+    return TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        weight_decay=settings["weight_decay"], patience=settings["patience"],
+        augment=settings["augment"], class_weights=settings["class_weights"],
+        compile=compile_, precision=precision, seed=seed, extra=extra, **PLAIN_LOOP)
+
 
 def train_baseline(cache_npy: str, index_csv: str, split_csv: str, *, protocol: str,
                    settings: dict[str, Any], device: torch.device, seed: int,
@@ -46,11 +64,8 @@ def train_baseline(cache_npy: str, index_csv: str, split_csv: str, *, protocol: 
                           pretrained=settings["pretrained"], weights_dir=weights_dir)
     mean, std = backbones.normalization(model)
     data = ImageTensor(images, index["label"].to_numpy(), device, mean, std)
-    cfg = TrainConfig(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-        weight_decay=settings["weight_decay"], patience=settings["patience"],
-        augment=settings["augment"], class_weights=settings["class_weights"],
-        compile=resolve_compile(settings["compile"], device, "baseline.compile"),
+    cfg = train_config(
+        settings, compile_=resolve_compile(settings["compile"], device, "baseline.compile"),
         precision=precision, seed=seed,
         extra={"model": settings["model"], "pretrained": settings["pretrained"],
                "protocol": protocol, "images": int(images.shape[0]), "size": images.shape[1]})

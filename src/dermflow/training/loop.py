@@ -10,8 +10,8 @@ same weights as one that never stopped.
 The recipe options (TrainConfig): Adam or AdamW, a learning-rate schedule
 (dermflow.training.schedules), label smoothing, class-balanced sampling
 (dermflow.training.sampling) and an exponential moving average of the weights
-(dermflow.training.ema); their defaults are the plain loop. ``predict`` averages
-test-time augmentation views (dermflow.training.tta).
+(dermflow.training.ema); the baseline runs them off (training.baseline.PLAIN_LOOP).
+``predict`` averages test-time augmentation views (dermflow.training.tta).
 """
 
 from __future__ import annotations
@@ -47,31 +47,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What defines a training run (its hash names the checkpoint it may resume)."""
+    """What defines a training run (its hash names the checkpoint it may resume). No defaults:
+    each stage builds it from its validated config section (the schema holds the defaults)."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    patience: int = 0  # epochs without gain in ``monitor`` before stopping; 0: never stop early
-    augment: bool = True
-    augmentation: str = "dermoscopy"  # a key of batches.AUGMENTATIONS
-    class_weights: bool = False
-    monitor: str = "val_macro_f1"  # what early stopping and LR-on-plateau watch (or val_loss)
-    plateau_factor: float = 0.2  # LR x this after plateau_patience epochs without gain
-    plateau_patience: int = 0  # lr_schedule plateau (constant with patience > 0 is plateau)
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
-    optimizer: str = "adam"  # adam (L2 weight decay) | adamw (decoupled weight decay)
-    lr_schedule: str = "constant"  # a key of schedules.SCHEDULES
-    lr_warmup_epochs: float = 0.0  # cosine/onecycle: warm-up length (stepped per batch)
-    label_smoothing: float = 0.0
-    sampling: str = "uniform"  # uniform | balanced (class weights 1/f^sampling_power)
-    sampling_power: float = 0.5
-    epoch_images: int | None = None  # images an epoch draws (sampling.epoch_order); None: all
-    ema: float = 0.0  # decay of the weights' moving average (validated and kept); 0: off
-    compile: bool = False  # decided by dermflow.training.compilation.resolve_compile
-    precision: str = "bf16"  # bf16 autocast on CUDA, or fp32
-    seed: int = 0
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int  # epochs without gain in ``monitor`` before stopping; 0: never stop early
+    augment: bool
+    augmentation: str  # a key of batches.AUGMENTATIONS
+    class_weights: bool
+    monitor: str  # what early stopping and LR-on-plateau watch (or val_loss)
+    plateau_factor: float  # LR x this after plateau_patience epochs without gain
+    plateau_patience: int  # lr_schedule plateau (constant with patience > 0 is plateau)
+    betas: tuple[float, float]  # Adam/AdamW
+    optimizer: str  # adam (L2 weight decay) | adamw (decoupled weight decay)
+    lr_schedule: str  # a key of schedules.SCHEDULES
+    lr_warmup_epochs: float  # cosine/onecycle: warm-up length (stepped per batch)
+    label_smoothing: float
+    sampling: str  # uniform | balanced (class weights 1/f^sampling_power)
+    sampling_power: float
+    epoch_images: int | None  # images an epoch draws (sampling.epoch_order); None: all
+    ema: float  # decay of the weights' moving average (validated and kept); 0: off
+    compile: bool  # decided by dermflow.training.compilation.resolve_compile
+    precision: str  # bf16 autocast on CUDA, or fp32
+    seed: int
     extra: dict[str, Any] = field(default_factory=dict)  # model/data identity, for the hash
 
     def fingerprint(self) -> str:

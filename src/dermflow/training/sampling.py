@@ -14,8 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SAMPLINGS = ("uniform", "balanced")
-
 
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
     """1 / f^power per class present in ``labels`` (0 for absent classes)."""
