@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from dermflow.provenance import cpu_name
 from dermflow.training.attention import smoothgrad
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import TrainConfig, autocast, fit
+from dermflow.training.loop import TrainConfig, fit
+from dermflow.training.precision import autocast
 
 
 def sync(device: torch.device) -> None:
