@@ -27,7 +27,8 @@ from dermflow.provenance import cpu_name
 from dermflow.training.attention import smoothgrad
 from dermflow.training.baseline import train_config
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import autocast, fit
+from dermflow.training.loop import fit
+from dermflow.training.precision import autocast
 
 
 def sync(device: torch.device) -> None:

@@ -28,7 +28,7 @@ from dermflow.gan.step import TO_UNIT
 from dermflow.gan.training import build_networks, fit_gan, gan_config
 from dermflow.provenance import cpu_name
 from dermflow.training.batches import ImageTensor
-from dermflow.training.loop import autocast
+from dermflow.training.precision import autocast
 
 
 def bare_loop(settings: dict, device: torch.device, batch: int, size: int, steps: int,

@@ -162,10 +162,10 @@ def tiny_networks() -> None:
 
 def few_gan_steps(batches: int) -> None:
     """Train the generator on ``batches`` batches per epoch (the whole pool stays resident)."""
-    from dermflow.gan import training
-    order = training.epoch_order
+    from dermflow.training import engine  # draws every epoch's order, the GAN's too
+    order = engine.epoch_order
     batch = OVERRIDES["gan"]["batch_size"]
-    training.epoch_order = lambda *a, **k: order(*a, **k)[:batches * batch]
+    engine.epoch_order = lambda *a, **k: order(*a, **k)[:batches * batch]
 
 
 def copying_generator() -> None:

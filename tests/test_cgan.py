@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,10 @@ from stage_configs import gan_config
 from dermflow.errors import ConfigError
 from dermflow.gan.cgan import CganStep, Critic, Generator
 from dermflow.gan.step import TO_UNIT
-from dermflow.gan.training import epoch_order, fit_gan
+from dermflow.gan.training import GanTrainer, fit_gan
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor
+from dermflow.training.sampling import epoch_order
 
 SIZE = 16
 
@@ -70,12 +73,20 @@ def test_image_size_must_suit_the_depth():
 
 
 def test_oversampling_balances_classes():
-    labels = np.array([0] * 90 + [1] * 10)
-    order = epoch_order(labels, True, torch.Generator().manual_seed(0)).numpy()
-    assert len(order) == 100
+    """An epoch visits pool rows only: balanced by class with oversampling, else each once."""
+    labels = np.array([0] * 90 + [1] * 10 + [2] * 6)  # rows 100-105: outside the pool
+    data = ImageTensor(np.zeros((106, 4, 4, 3), np.uint8), labels, torch.device("cpu"),
+                       *TO_UNIT)
+    pool = np.arange(100)
+    step = SimpleNamespace(g=None, d=None)
+    trainer = GanTrainer(step, data, None, pool, gan_config(oversample=True), None)
+    order = epoch_order(trainer.positions, trainer.weights, torch.Generator().manual_seed(0))
+    assert len(order) == 100 and order.max() < 100
     assert 35 < (labels[order] == 1).sum() < 65
-    plain = epoch_order(labels, False, torch.Generator().manual_seed(0)).numpy()
-    assert sorted(plain) == list(range(100))
+    plain = GanTrainer(step, data, None, pool, gan_config(oversample=False), None)
+    assert plain.weights is None
+    order = epoch_order(plain.positions, plain.weights, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(100))
 
 
 def tiny_data() -> tuple[ImageTensor, torch.Tensor, np.ndarray]:

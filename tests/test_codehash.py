@@ -96,14 +96,24 @@ def test_a_model_family_reruns_only_its_experiments():
 
 def test_an_evaluation_metric_reruns_evaluation_only():
     """Training picks its epoch with dermflow.evaluation.selection alone, so editing the
-    full metric table retrains nothing; editing what picks the epoch retrains every model."""
+    full metric table retrains nothing; editing what picks the epoch retrains every
+    classifier (the baseline included), and no generator: those keep their last epoch."""
     table = rerun_table(lambda modules: codehash.module_closure(*modules))
     assert table["dermflow.evaluation.metrics"] == {
         "evaluate", "compare", "report", "cross_predict", "summarize_fold"}
     rules = {job.split("[")[0] for job in table["dermflow.evaluation.selection"]}
     assert rules == table["dermflow.evaluation.metrics"] | {
-        "train_baseline", "extract_attention", "train_gan", "generate_synthetic",
-        "train_classifier", "predict"}
+        "train_baseline", "train_classifier", "predict"}
+
+
+def test_the_engine_reruns_every_trainer_and_the_classifier_loop_no_generator():
+    """Classifiers and generators train on one engine; the classifier's own steps
+    (dermflow.training.loop) are not the generators' code."""
+    table = rerun_table(lambda modules: codehash.module_closure(*modules))
+    trainers = {"train_baseline", "train_classifier", "train_gan"}
+    assert trainers <= {job.split("[")[0] for job in table["dermflow.training.engine"]}
+    assert not {job for job in table["dermflow.training.loop"]
+                if job.startswith(("train_gan", "generate_synthetic", "check_synthetic"))}
 
 
 def test_rules_hash_what_their_scripts_import():

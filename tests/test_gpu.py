@@ -306,7 +306,7 @@ def test_predict_with_grad_cam(device: str, tmp_path: Path, monkeypatch: pytest.
     fusion model's saliency layer, the figure."""
     from dermflow.experiments import predict as predict_module
     from dermflow.models import backbones, factory
-    from dermflow.models.io import save_model
+    from dermflow.torchfile import save_model
 
     dev = torch.device(device)
     size = 224 if device == "cuda" else 32

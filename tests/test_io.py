@@ -23,8 +23,9 @@ from dermflow.errors import DamagedFileError
 from dermflow.gan.training import fit_gan, load_networks
 from dermflow.labels import CLASSES
 from dermflow.models import backbones, factory
-from dermflow.models.io import load_model, save_model
+from dermflow.models.io import load_model
 from dermflow.stage import run_stage
+from dermflow.torchfile import save_model
 from dermflow.training.batches import ImageTensor
 from dermflow.training.loop import fit
 
@@ -113,7 +114,8 @@ def test_truncated_checkpoint_says_to_delete_it(tmp_path):
 def test_crafted_gan_checkpoint_and_generator_file_run_nothing(crafted):
     path, marker = crafted
     step = SimpleNamespace(g=torch.nn.Linear(2, 2), d=torch.nn.Linear(2, 2))
-    refuses(lambda: fit_gan(step, SimpleNamespace(device=CPU), None, np.arange(2),
+    data = SimpleNamespace(device=CPU, labels=torch.zeros(2, dtype=torch.long))
+    refuses(lambda: fit_gan(step, data, None, np.arange(2),
                             gan_config(epochs=1), path), path, marker)
     refuses(lambda: load_networks(path, CPU), path, marker)
 

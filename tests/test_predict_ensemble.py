@@ -18,7 +18,7 @@ from dermflow.errors import DermflowError
 from dermflow.evaluation.crossval import join_runs
 from dermflow.experiments.predict import predict_files
 from dermflow.models import backbones
-from dermflow.models.io import save_model
+from dermflow.torchfile import save_model
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 CPU = torch.device("cpu")

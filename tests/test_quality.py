@@ -23,7 +23,7 @@ from dermflow.gan.quality import gate
 from dermflow.labels import CLASSES
 from dermflow.models import backbones
 from dermflow.models.backbones import WeightsError
-from dermflow.models.io import save_model
+from dermflow.torchfile import save_model
 
 
 def test_distribution_metrics_separate_near_from_far():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,33 @@ def test_early_stopping_stops():
     cfg = train_config(epochs=30, batch_size=16, lr=0.0, patience=2, seed=3)  # lr 0: no progress
     result = fit(model, data, tr, va, cfg)
     assert len(result.history) == 3
+
+
+def test_the_kept_epoch_follows_select():
+    """macro-F1 by default; a loss column is minimised; the stage comparison reads it."""
+    model, data, tr, va = setup()
+    by_f1 = fit(model, data, tr, va, CFG)
+    assert by_f1.select == "val_macro_f1"
+    assert by_f1.best_score == by_f1.history["val_macro_f1"].max()
+    model, data, tr, va = setup()
+    by_loss = fit(model, data, tr, va, CFG, select="val_loss")
+    assert by_loss.best_epoch == by_loss.history["val_loss"].idxmin() + 1
+    assert by_loss.best_score == by_loss.history["val_loss"].min()
+    worse = replace(by_loss, best_score=by_loss.best_score + 1)
+    assert by_loss.improves_on(worse) and not worse.improves_on(by_loss)
+    assert not by_loss.improves_on(by_loss)  # a tie keeps the earlier stage
+
+
+def test_checkpoint_selected_by_another_column_is_ignored(tmp_path, caplog):
+    model, data, tr, va = setup()
+    checkpoint = tmp_path / "last.pt"
+    fit(model, data, tr, va, CFG, checkpoint=checkpoint, select="val_loss")
+    model, data, tr, va = setup()
+    reference = fit(model, data, tr, va, CFG)
+    model, data, tr, va = setup()
+    with caplog.at_level("INFO", logger="dermflow.training.loop"):
+        result = fit(model, data, tr, va, CFG, checkpoint=checkpoint)
+    assert "it belongs to another configuration" in caplog.text
+    assert result.best_epoch == reference.best_epoch
+    for key, value in reference.state.items():
+        assert torch.equal(result.state[key], value)

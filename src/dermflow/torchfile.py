@@ -1,5 +1,8 @@
-"""Reading back what torch.save wrote, as tensors and plain data only.
+"""Dermflow's torch files: written atomically, read back as tensors and plain data only.
 
+Every model file (a classifier, the baseline, a generator) is one format: a dict of
+``state_dict`` (the network's weights) beside plain metadata that says how to rebuild the
+network (``save_model``; dermflow.models.io and dermflow.gan.training read their own keys).
 Model files travel between labs (``dermflow predict``), and unpickling runs whatever code a
 pickle names, so every dermflow file (model, checkpoint, generator) is read with
 ``weights_only=True``: tensors, containers and plain values load, anything else is refused
@@ -12,10 +15,12 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from dermflow.atomic import atomic_path
 from dermflow.errors import DamagedFileError
 
 GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # what the weights-only unpickler refused to call
@@ -45,3 +50,29 @@ def load_plain(path: str | os.PathLike[str], *, remedy: str,
         raise DamagedFileError(path, f"holds a {type(saved).__name__}, not a dermflow file's "
                                "weights and metadata", remedy)
     return saved
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **meta: Any) -> None:
+    """A model file: the weights together with the metadata that rebuilds the network."""
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), **meta}, tmp)
+
+
+def require(saved: dict[str, Any], keys: Iterable[str], path: str | os.PathLike[str], *,
+            what: str, remedy: str) -> None:
+    """DamagedFileError unless ``saved`` holds every one of ``keys`` (``what``: the kind of
+    dermflow file it should be)."""
+    missing = [key for key in keys if key not in saved]
+    if missing:
+        raise DamagedFileError(path, f"not a dermflow {what} (it lacks {', '.join(missing)})",
+                               remedy)
+
+
+def fill(network: torch.nn.Module, state: dict[str, torch.Tensor],
+         path: str | os.PathLike[str], *, described: str, remedy: str) -> None:
+    """Load ``state`` into ``network``; weights that do not fit it (missing, unexpected or
+    misshapen) are the file's fault: ``described`` says what its metadata describes."""
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise DamagedFileError(path, f"its weights do not fit {described}", remedy) from err

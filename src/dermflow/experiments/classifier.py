@@ -6,8 +6,9 @@ learning rate. ``single`` is one run with the first ``frozen_layers`` backbone
 layers frozen (papers 001-004, the strong baseline). Each stage is the shared loop
 (dermflow.training.loop.fit) with the settings' recipe options (optimizer, LR schedule,
 label smoothing, sampling, EMA), so it is checkpointed every epoch and resumes; the epoch
-with the best validation macro-F1 over all stages is kept. Validation during training
-predicts without test-time augmentation; the recorded test scores use the settings' ``tta``.
+with the best validation score (the loop's ``select``: macro-F1) over all stages is kept.
+Validation during training predicts without test-time augmentation; the recorded test
+scores use the settings' ``tta``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dermflow.labels import labels_by_position, positions, task_classes
 from dermflow.logs import job_formatter, log_as_job
 from dermflow.models import backbones, factory
 from dermflow.models.freezing import FreezableClassifier
-from dermflow.models.io import save_model
+from dermflow.torchfile import save_model
 from dermflow.training.batches import ImageTensor, evaluation_batch
 from dermflow.training.compilation import resolve_compile
 from dermflow.training.distributed import is_writer, run_distributed
@@ -91,7 +92,6 @@ def train_model(model: FreezableClassifier, data: ImageTensor, train: np.ndarray
     first = fit(model, data, train, val, cfg, checkpoint=checkpoint_dir / "warmup.pt")
     history = first.history.assign(stage="warmup")
     best_state, best_epoch, best_stage = first.state, first.best_epoch, "warmup"
-    best_f1 = float(first.history["val_macro_f1"].max())
     if settings["epochs"] > warmup:
         model.load_state_dict(first.state)
         model.unfreeze(settings["unfreeze_blocks"])
@@ -102,7 +102,7 @@ def train_model(model: FreezableClassifier, data: ImageTensor, train: np.ndarray
         second = fit(model, data, train, val, cfg, checkpoint=checkpoint_dir / "finetune.pt")
         tail = second.history.assign(stage="finetune", epoch=second.history["epoch"] + warmup)
         history = pd.concat([history, tail], ignore_index=True)
-        if float(second.history["val_macro_f1"].max()) > best_f1:
+        if second.improves_on(first):
             best_state, best_epoch, best_stage = second.state, second.best_epoch + warmup, \
                 "finetune"
     model.load_state_dict(best_state)

@@ -35,7 +35,7 @@ from torch import nn
 from dermflow.errors import ConfigError
 from dermflow.gan.step import AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
-from dermflow.training.loop import autocast
+from dermflow.training.precision import autocast
 
 MAX_WIDTH = 512
 PANELS = {"losses": ("loss_d", "loss_g"),  # loss curves: panel title → history columns

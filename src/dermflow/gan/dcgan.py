@@ -21,7 +21,7 @@ from torch import nn
 
 from dermflow.gan.step import AdversarialStep, GanConfig, resize
 from dermflow.labels import CLASSES
-from dermflow.training.loop import autocast
+from dermflow.training.precision import autocast
 
 MAX_WIDTH = 1024
 PANELS = {"losses": ("loss_d", "loss_g"),  # loss curves: panel title → history columns

@@ -30,7 +30,7 @@ from dermflow.gan.step import TO_UNIT, resize
 from dermflow.gan.training import attention_tensor, gather_attention, load_networks
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor, batches
-from dermflow.training.loop import autocast
+from dermflow.training.precision import autocast
 
 log = logging.getLogger(__name__)
 

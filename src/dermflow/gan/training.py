@@ -1,13 +1,15 @@
 """train_gan: the generator (``gan.kind``, dermflow.gan.registry) trained on the protocol's
 training pool.
 
-The loop is the same for every kind; the kind's step class does one critic (or
-discriminator) update and one generator update. Minority classes are oversampled
-(each epoch draws its length from the pool with class-balanced probabilities). Like
-the classifier loop, the data stay on the device, every epoch is seeded from (seed,
-epoch) and checkpointed, so a killed job resumes and reaches the same generator. The
-last epoch's generator is kept: the paper names no selection criterion and a WGAN's
-losses do not supply one.
+The loop is the shared engine (dermflow.training.engine), the same for every kind: a
+GanTrainer's epoch hands each batch to the kind's step class, which does one critic (or
+discriminator) update and one generator update. Minority classes are oversampled (each
+epoch draws its length from the pool with class weights 1/f: dermflow.training.sampling at
+power 1). Like the classifier loop, the data stay on the device, every epoch is seeded
+from (seed, epoch) and checkpointed, so a killed job resumes and reaches the same
+generator. The last epoch's generator is kept: the paper names no selection criterion and
+a WGAN's losses do not supply one. The generator file is a dermflow model file
+(dermflow.torchfile): the generator's ``state_dict`` with the critic's beside it.
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dermflow.atomic import atomic_path, write_csv
+from dermflow.atomic import write_csv
 from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
-from dermflow.errors import DamagedFileError, DatasetError, rebuild
+from dermflow.errors import DatasetError, rebuild
 from dermflow.figures import epoch_axis, plt, save
 from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
-from dermflow.torchfile import load_plain
+from dermflow.torchfile import fill, load_plain, require, save_model
 from dermflow.training.batches import ImageTensor, batches, to_device
-from dermflow.training.loop import fingerprint, load_checkpoint, save_checkpoint, seed_epoch
+from dermflow.training.engine import Row, Trainer, fingerprint
+from dermflow.training.sampling import image_weights
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +46,6 @@ def build_networks(settings: dict[str, Any], image_size: int,
                    ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Generator and critic (discriminator) of ``gan.kind`` as the ``gan`` section describes."""
     return family(settings["kind"]).networks(settings, image_size)
-
-
-def epoch_order(labels: np.ndarray, oversample: bool, generator: torch.Generator) -> torch.Tensor:
-    """Positions into the pool for one epoch: class-balanced draws, or a permutation."""
-    if not oversample:
-        return torch.randperm(len(labels), generator=generator)
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
-    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
 def make_step(settings: dict[str, Any], generator: torch.nn.Module, critic: torch.nn.Module,
@@ -73,47 +67,54 @@ def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torc
     return to_device(maps[to_device(rows, maps.device)], device).float().unsqueeze(1)
 
 
-def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
-            pool: np.ndarray,
-            cfg: GanConfig, checkpoint: Path | None = None) -> pd.DataFrame:
-    """Train for cfg.epochs (resuming from ``checkpoint``); the per-epoch loss history."""
-    device = data.device
-    step.g.to(device)
-    step.d.to(device)
-    history: list[dict[str, float]] = []
-    start, run_id = 0, fingerprint(cfg)
-    if checkpoint is not None and checkpoint.is_file():
-        saved = load_checkpoint(checkpoint, device)
-        if saved["fingerprint"] == run_id:
-            step.load(saved["state"])
-            history, start = saved["history"], saved["epoch"]
-            log.info("resuming from %s after epoch %d", checkpoint, start)
-        else:
-            log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
-    labels = data.labels.cpu().numpy()[pool]
-    pool_tensor = torch.as_tensor(pool)
-    for epoch in range(start, cfg.epochs):
-        host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
-        order = pool_tensor[epoch_order(labels, cfg.oversample, host_gen)]
+class GanTrainer(Trainer):
+    """The adversarial epochs of ``fit_gan``: the kind's ``step`` on every batch of the pool."""
+
+    log = log
+
+    def __init__(self, step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
+                 pool: np.ndarray, cfg: GanConfig, checkpoint: Path | None) -> None:
+        labels = data.labels.cpu().numpy()[pool]
+        super().__init__(epochs=cfg.epochs, seed=cfg.seed, device=data.device,
+                         positions=torch.as_tensor(pool),
+                         weights=image_weights(labels, 1.0) if cfg.oversample else None,
+                         epoch_images=None, checkpoint=checkpoint, run_id=fingerprint(cfg))
+        self.step, self.data, self.attention, self.cfg = step, data, attention, cfg
+
+    def train_epoch(self, epoch: int, order: torch.Tensor, generator: torch.Generator) -> Row:
+        step = self.step
         step.g.train()
         step.d.train()
-        sums = {k: torch.zeros((), device=device) for k in step.losses}
+        sums = {k: torch.zeros((), device=self.device) for k in step.losses}
         seen, started = 0, time.perf_counter()
-        for rows in batches(order, cfg.batch_size, drop_last=True):
-            x, y = data.batch(rows)
-            losses = step(x, gather_attention(attention, rows, device), y, device_gen)
+        for rows in batches(order, self.cfg.batch_size, drop_last=True):
+            x, y = self.data.batch(rows)
+            losses = step(x, gather_attention(self.attention, rows, self.device), y, generator)
             for k, v in losses.items():
                 sums[k] += v * len(rows)
             seen += len(rows)
         elapsed = time.perf_counter() - started
-        row = {"epoch": epoch + 1, **{k: float(v) / max(seen, 1) for k, v in sums.items()},
-               "images_per_s": seen / elapsed, "seconds": elapsed}
-        history.append(row)
-        log.info("epoch %d/%d %s | %.0f img/s", epoch + 1, cfg.epochs,
-                 " ".join(f"{k} {row[k]:.4f}" for k in step.losses), row["images_per_s"])
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {"fingerprint": run_id, "epoch": epoch + 1,
-                                         "state": step.state(), "history": history})
+        return {**{k: float(v) / max(seen, 1) for k, v in sums.items()},
+                "images_per_s": seen / elapsed, "seconds": elapsed}
+
+    def end_epoch(self, epoch: int, row: Row) -> None:
+        log.info("epoch %d/%d %s | %.0f img/s", epoch + 1, self.cfg.epochs,
+                 " ".join(f"{k} {row[k]:.4f}" for k in self.step.losses), row["images_per_s"])
+
+    def state(self) -> dict[str, Any]:
+        return {"state": self.step.state()}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.step.load(saved["state"])
+
+
+def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | None,
+            pool: np.ndarray,
+            cfg: GanConfig, checkpoint: Path | None = None) -> pd.DataFrame:
+    """Train for cfg.epochs (resuming from ``checkpoint``); the per-epoch loss history."""
+    step.g.to(data.device)
+    step.d.to(data.device)
+    history = GanTrainer(step, data, attention, pool, cfg, checkpoint).run()
     if not history:
         raise RuntimeError("GAN training ran no epoch: check gan.epochs and the training pool")
     return pd.DataFrame(history)
@@ -125,17 +126,11 @@ def load_networks(path: str | Path, device: torch.device,
     (tensors and plain data only: no code in the file runs)."""
     remedy = rebuild("train_gan")
     saved = load_plain(path, remedy=remedy)
-    missing = [key for key in GENERATOR_KEYS if key not in saved]
-    if missing:
-        raise DamagedFileError(path, f"not a dermflow generator file (it lacks "
-                               f"{', '.join(missing)})", remedy)
+    require(saved, GENERATOR_KEYS, path, what="generator file", remedy=remedy)
     generator, critic = build_networks(saved["settings"], saved["image_size"])
-    try:
-        generator.load_state_dict(saved.pop("state_dict"))
-        critic.load_state_dict(saved.pop("critic"))
-    except RuntimeError as err:  # missing, unexpected or misshapen weights
-        raise DamagedFileError(path, f"its weights do not fit the {saved['settings']['kind']} "
-                               "networks its settings describe", remedy) from err
+    described = f"the {saved['settings']['kind']} networks its settings describe"
+    fill(generator, saved.pop("state_dict"), path, described=described, remedy=remedy)
+    fill(critic, saved.pop("critic"), path, described=described, remedy=remedy)
     return generator.to(device).eval(), critic.to(device).eval(), saved
 
 
@@ -191,11 +186,9 @@ def train_gan(cache_npy: str, index_csv: str, split_csv: str, attention_npy: str
     checkpoint = Path(checkpoint_dir) / "last.pt"
     step = make_step(settings, generator, critic, cfg)
     history = fit_gan(step, data, attention, pool, cfg, checkpoint)
-    with atomic_path(out_generator) as tmp:
-        torch.save({"kind": settings["kind"], "state_dict": generator.state_dict(),
-                    "critic": critic.state_dict(), "settings": settings, "image_size": size,
-                    "classes": list(CLASSES), "protocol": protocol, "train_config": asdict(cfg)},
-                   tmp)
+    save_model(generator, out_generator, kind=settings["kind"], critic=critic.state_dict(),
+               settings=settings, image_size=size, classes=list(CLASSES), protocol=protocol,
+               train_config=asdict(cfg))
     write_csv(history, out_history)
     plot_losses(history, settings["kind"], out_curve)
     checkpoint.unlink(missing_ok=True)

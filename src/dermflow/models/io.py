@@ -1,4 +1,4 @@
-"""Model files on disk: weights saved with what rebuilds the network, loaded back by name.
+"""Classifier model files loaded back by name (dermflow.torchfile.save_model writes them).
 
 A file holds the state dict and its metadata: ``architecture`` (a registered classifier
 when ``kind`` is ``classifier``, else a timm model name: the baseline), ``classes``,
@@ -15,19 +15,12 @@ from typing import Any
 
 import torch
 
-from dermflow.atomic import atomic_path
-from dermflow.errors import DamagedFileError, rebuild
+from dermflow.errors import rebuild
 from dermflow.models import backbones, factory
-from dermflow.torchfile import load_plain
+from dermflow.torchfile import fill, load_plain, require
 
 # what every model file holds beside its weights (classifiers also hold ``settings``)
 REQUIRED = ("state_dict", "architecture", "classes", "image_size", "mean", "std")
-
-
-def save_model(model: torch.nn.Module, path: str | os.PathLike[str], **meta: Any) -> None:
-    """Weights together with the config they were trained with."""
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), **meta}, tmp)
 
 
 def empty_model(saved: dict[str, Any]) -> torch.nn.Module:
@@ -48,15 +41,9 @@ def load_model(path: str | os.PathLike[str], device: torch.device, *,
     """
     remedy = f"{rebuild(rule)}, or copy it again if it came from elsewhere"
     saved = load_plain(path, remedy=remedy)
-    required = REQUIRED + (("settings",) if saved.get("kind") == "classifier" else ())
-    missing = [key for key in required if key not in saved]
-    if missing:
-        raise DamagedFileError(path, f"not a dermflow model file (it lacks {', '.join(missing)})",
-                               remedy)
+    require(saved, REQUIRED + (("settings",) if saved.get("kind") == "classifier" else ()),
+            path, what="model file", remedy=remedy)
     model = empty_model(saved)
-    try:
-        model.load_state_dict(saved.pop("state_dict"))
-    except RuntimeError as err:  # missing, unexpected or misshapen weights
-        raise DamagedFileError(path, f"its weights do not fit the {saved['architecture']} "
-                               "network its metadata describes", remedy) from err
+    fill(model, saved.pop("state_dict"), path, remedy=remedy,
+         described=f"the {saved['architecture']} network its metadata describes")
     return model.to(device, memory_format=torch.channels_last).eval(), saved

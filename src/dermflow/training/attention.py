@@ -25,7 +25,7 @@ from dermflow.figures import plt, save
 from dermflow.labels import CLASSES
 from dermflow.models.io import load_model
 from dermflow.training.batches import ImageTensor, batches
-from dermflow.training.loop import autocast
+from dermflow.training.precision import autocast
 
 log = logging.getLogger(__name__)
 

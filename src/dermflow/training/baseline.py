@@ -22,7 +22,7 @@ from dermflow.data.split import training_pool
 from dermflow.figures import plot_history
 from dermflow.labels import CLASSES
 from dermflow.models import backbones
-from dermflow.models.io import save_model
+from dermflow.torchfile import save_model
 from dermflow.training.batches import ImageTensor, evaluation_batch
 from dermflow.training.compilation import resolve_compile
 from dermflow.training.loop import TrainConfig, fit, predict, scores

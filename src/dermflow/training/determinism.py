@@ -1,6 +1,6 @@
 """Bitwise-reproducible training on CUDA (the ``deterministic`` config key), and its limits.
 
-Seeding alone (dermflow.training.loop.seed_epoch) makes a CPU run repeat itself: torch's
+Seeding alone (dermflow.training.engine.seed_epoch) makes a CPU run repeat itself: torch's
 CPU kernels are deterministic for a given thread count. On CUDA three things still
 vary from run to run: cuDNN picks convolution algorithms by timing them (some
 accumulate in a different order each time), some backward kernels add with atomics in

@@ -1,11 +1,13 @@
-"""The supervised training loop every classifier stage shares.
+"""The supervised training loop every classifier stage shares: ``fit``.
 
-Fast on a GPU (data resident on the device, GPU-side augmentation, bf16
-autocast, channels_last, optional torch.compile, no per-step host syncs), on
-several GPUs with DDP inside a process group (dermflow.training.distributed), and
-resumable: each epoch ends with an atomic checkpoint, and all randomness of an
-epoch is seeded from (seed, epoch), so a killed run that resumes reaches the
-same weights as one that never stopped.
+``fit`` runs a ClassifierTrainer on the shared engine (dermflow.training.engine: resume,
+seeded epoch order, checkpoints, the kept epoch by ``select``). Its hooks are the steps of
+an epoch, in order: ``prepare`` (DDP, torch.compile), ``stop_early`` (patience on
+``monitor``), ``train_epoch`` and its ``train_step`` / ``set_lr``, ``validate`` (the EMA's
+norms, the val scores), ``end_epoch`` (plateau, the progress line); a new training trick is
+one of them. Fast on a GPU (data resident on the device, GPU-side augmentation, bf16
+autocast, channels_last, optional torch.compile, no per-step host syncs), on several GPUs
+with DDP inside a process group (dermflow.training.distributed).
 
 The recipe options (TrainConfig): Adam or AdamW, a learning-rate schedule
 (dermflow.training.schedules), label smoothing, class-balanced sampling
@@ -16,13 +18,10 @@ The recipe options (TrainConfig): Adam or AdamW, a learning-rate schedule
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from dermflow.atomic import atomic_path
 from dermflow.evaluation.selection import selection_scores
-from dermflow.torchfile import load_plain
 from dermflow.training.batches import ImageTensor, batches, evaluation_batch
 from dermflow.training.distributed import in_process_group, rank_world
 from dermflow.training.ema import EMA, NORM_IMAGES
-from dermflow.training.sampling import epoch_order, image_weights
+from dermflow.training.engine import Monitor, Row, Trainer, fingerprint
+from dermflow.training.precision import autocast
+from dermflow.training.sampling import image_weights
 from dermflow.training.schedules import CURVES, lr_factor, resolve
 from dermflow.training.tta import tta_probs
 
 log = logging.getLogger(__name__)
+
+SELECT = "val_macro_f1"  # the history column whose best epoch fit keeps, unless told another
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,6 @@ class TrainConfig:
         return fingerprint(self)
 
 
-def fingerprint(settings: Any) -> str:
-    """A short hash of a dataclass of settings: a checkpoint resumes only the run it belongs to."""
-    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()
-                          ).hexdigest()[:16]
-
-
 @dataclass
 class FitResult:
     """The selected weights and the per-epoch record."""
@@ -92,22 +87,12 @@ class FitResult:
     state: dict[str, torch.Tensor]
     best_epoch: int
     history: pd.DataFrame
+    select: str  # the history column that picked best_epoch
+    best_score: float  # its value there
 
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """bf16 autocast on CUDA when asked for; a no-op context otherwise."""
-    enabled = device.type == "cuda" and precision == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def seed_epoch(seed: int, epoch: int,
-               device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-    """Generators (host, device) and global RNGs for one epoch, from (seed, epoch) alone."""
-    value = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    torch.manual_seed(value)
-    host = torch.Generator().manual_seed(value)
-    on_device = torch.Generator(device=device).manual_seed(value)
-    return host, on_device
+    def improves_on(self, other: FitResult) -> bool:
+        """Whether this run's kept epoch beats ``other``'s (a tie keeps ``other``)."""
+        return Monitor(self.select).better(self.best_score, other.best_score)
 
 
 @torch.no_grad()
@@ -158,143 +143,167 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically, so a job killed while writing leaves the previous epoch's checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+class ClassifierTrainer(Trainer):
+    """The supervised epochs of ``fit``: one hook per step, each short enough to read alone."""
 
+    log = log
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """A checkpoint save_checkpoint wrote (tensors and plain data only: no code runs);
-    DamagedFileError for any other file, whose cure is to train from the start."""
-    return load_plain(path, map_location=device,
-                      remedy="delete it and rerun: training then starts from epoch 1")
+    def __init__(self, model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray,
+                 val_idx: np.ndarray, cfg: TrainConfig, checkpoint: Path | None,
+                 optimizer: torch.optim.Optimizer, select: str) -> None:
+        labels = data.labels.cpu().numpy()
+        super().__init__(
+            epochs=cfg.epochs, seed=cfg.seed, device=data.device,
+            positions=torch.tensor(train_idx),  # a copy: pandas may hand out read-only arrays
+            weights=(image_weights(labels[train_idx], cfg.sampling_power)
+                     if cfg.sampling == "balanced" else None),
+            epoch_images=cfg.epoch_images, checkpoint=checkpoint, run_id=cfg.fingerprint(),
+            select=select)
+        self.model, self.data, self.val_idx, self.cfg = model, data, val_idx, cfg
+        self.labels, self.optimizer = labels, optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.schedule = resolve(cfg.lr_schedule, cfg.plateau_patience)
+        self.steps = steps_per_epoch(cfg.epoch_images or len(train_idx), cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps
+        self.warmup_steps = round(cfg.lr_warmup_epochs * self.steps)
+        self.ema = EMA(model, cfg.ema) if cfg.ema else None
+        self.watched = Monitor(cfg.monitor)  # what early stopping and the plateau watch
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if self.watched.lower else "max", factor=cfg.plateau_factor,
+            patience=max(cfg.plateau_patience - 1, 0))
+        self.weight = self.loss_weights(train_idx)
+        self.step_model: torch.nn.Module = model  # what a training step calls
+        self.rank, self.world, self.distributed = 0, 1, False
+
+    def loss_weights(self, train_idx: np.ndarray) -> torch.Tensor | None:
+        """Inverse class frequencies of the training split when ``class_weights`` is on."""
+        if not self.cfg.class_weights:
+            return None
+        n_classes = int(getattr(self.model, "num_classes", self.labels.max() + 1))
+        counts = np.bincount(self.labels[train_idx], minlength=n_classes).astype(np.float64)
+        return torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)),
+                            dtype=torch.float32, device=self.device)
+
+    def prepare(self) -> None:
+        """DDP in any process group (a one-process one too), then torch.compile if asked."""
+        self.rank, self.world = rank_world()
+        if self.cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {self.cfg.batch_size} does not split over "
+                             f"{self.world} GPUs")
+        self.distributed = in_process_group()
+        if self.distributed:
+            if self.device.type == "cuda":  # batch statistics over the global batch, as on one GPU
+                torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # swaps BN in place
+            self.step_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.compile:
+            self.step_model = torch.compile(self.step_model)
+
+    def stop_early(self, epoch: int) -> bool:
+        patience, best = self.cfg.patience, self.watched.epoch
+        if patience and best >= 0 and epoch - best > patience:
+            log.info("early stop: no %s gain for %d epochs", self.cfg.monitor, patience)
+            return True
+        return False
+
+    def train_epoch(self, epoch: int, order: torch.Tensor, generator: torch.Generator) -> Row:
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        seen = stepped = 0
+        for step, chunk in enumerate(batches(order, self.cfg.batch_size, drop_last=True),
+                                     start=epoch * self.steps):
+            loss = self.train_step(chunk, step, generator)
+            stepped += 1
+            loss_sum += loss.detach() * len(chunk)
+            seen += len(chunk)
+        if self.distributed:
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= self.world
+        train_loss = float(loss_sum) / max(seen, 1)
+        elapsed = time.perf_counter() - started
+        return {"train_loss": train_loss, "images_per_s": seen / elapsed, "seconds": elapsed,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "optimizer_steps": stepped, "images_seen": seen}  # the global batches trained
+
+    def train_step(self, chunk: torch.Tensor, step: int,
+                   generator: torch.Generator) -> torch.Tensor:
+        """One optimizer step on the global batch ``chunk`` (this rank's share of it)."""
+        cfg = self.cfg
+        x, y = self.data.batch(chunk, generator if cfg.augment else None, cfg.augmentation)
+        if self.world > 1:  # the same global batch on every rank; each trains on its share
+            x, y = x[self.rank::self.world], y[self.rank::self.world]
+        with autocast(self.device, cfg.precision):
+            loss = cross_entropy(self.step_model(x), y, self.weight, cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.set_lr(step)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        return loss
+
+    def set_lr(self, step: int) -> None:
+        """The per-batch curves (cosine, onecycle) set the rate of every step."""
+        if self.schedule in CURVES:
+            factor = lr_factor(self.schedule, step, self.total_steps, self.warmup_steps)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * factor
+
+    def validate(self, order: torch.Tensor, generator: torch.Generator) -> Row:
+        """Scores of the kept network on val (the EMA's norms recomputed first)."""
+        cfg = self.cfg
+        if self.ema is not None:  # the whole batch on every rank: the averages stay equal
+            with autocast(self.device, cfg.precision):
+                self.ema.recompute_norms(self.model, (
+                    self.data.batch(chunk, generator if cfg.augment else None,
+                                    cfg.augmentation)[0]
+                    for chunk in batches(order[:NORM_IMAGES], cfg.batch_size, drop_last=True)))
+        probs = predict(self.kept(), self.data, self.val_idx, evaluation_batch(cfg.batch_size),
+                        cfg.precision)
+        val = scores(self.labels[self.val_idx], probs)
+        return {**{f"val_{k}": v for k, v in val.items()},
+                "val_loss": log_loss(self.labels[self.val_idx], probs)}
+
+    def kept(self) -> torch.nn.Module:
+        """The weights' moving average when on, else the model itself."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def end_epoch(self, epoch: int, row: Row) -> None:
+        self.watched.update(row, epoch)
+        if self.schedule == "plateau":
+            self.plateau.step(row[self.cfg.monitor])
+        log.info("epoch %d/%d loss %.4f val loss %.4f macro-F1 %.4f bal-acc %.4f acc %.4f | "
+                 "lr %.2g | %.0f img/s", epoch + 1, self.cfg.epochs, row["train_loss"],
+                 row["val_loss"], row["val_macro_f1"], row["val_balanced_accuracy"],
+                 row["val_accuracy"], row["lr"], row["images_per_s"])
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "watched": self.watched.value, "watched_epoch": self.watched.epoch,
+                "plateau": self.plateau.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.watched.value, self.watched.epoch = saved["watched"], saved["watched_epoch"]
+        self.plateau.load_state_dict(saved["plateau"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
 
 
 def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: TrainConfig, checkpoint: Path | None = None,
         optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
-        ) -> FitResult:
-    """Train, select the epoch with the best validation macro-F1, checkpoint every epoch."""
-    device = data.device
-    model.to(device, memory_format=torch.channels_last)
+        select: str = SELECT) -> FitResult:
+    """Train, keep the epoch with the best validation ``select``, checkpoint every epoch."""
+    model.to(data.device, memory_format=torch.channels_last)
     optimizer = optimizer_factory(model) if optimizer_factory else make_optimizer(model, cfg)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    schedule = resolve(cfg.lr_schedule, cfg.plateau_patience)
-    steps = steps_per_epoch(cfg.epoch_images or len(train_idx), cfg.batch_size)
-    total_steps, warmup_steps = cfg.epochs * steps, round(cfg.lr_warmup_epochs * steps)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    lower = cfg.monitor == "val_loss"
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min" if lower else "max", factor=cfg.plateau_factor,
-        patience=max(cfg.plateau_patience - 1, 0))
-    labels = data.labels.cpu().numpy()
-    n_classes = int(getattr(model, "num_classes", labels.max() + 1))
-    weight = None
-    if cfg.class_weights:
-        counts = np.bincount(labels[train_idx], minlength=n_classes).astype(np.float64)
-        weight = torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)),
-                              dtype=torch.float32, device=device)
-    drawing = (image_weights(labels[train_idx], cfg.sampling_power)
-               if cfg.sampling == "balanced" else None)
-    history: list[dict[str, float]] = []
-    best_state, best_metric, best_epoch, start = None, -1.0, -1, 0
-    watched, watched_epoch = float("inf") if lower else -float("inf"), -1
-    run_id = cfg.fingerprint()
-    if checkpoint is not None and checkpoint.is_file():
-        saved = load_checkpoint(checkpoint, device)
-        if saved["fingerprint"] == run_id:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            history, best_metric, best_epoch = saved["history"], saved["best_metric"], saved[
-                "best_epoch"]
-            best_state, start = saved["best_state"], saved["epoch"]
-            watched, watched_epoch = saved["watched"], saved["watched_epoch"]
-            plateau.load_state_dict(saved["plateau"])
-            if ema is not None:
-                ema.load_state_dict(saved["ema"])
-            log.info("resuming from %s after epoch %d", checkpoint, start)
-        else:
-            log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint)
-    rank, world = rank_world()
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} GPUs")
-    step_model: torch.nn.Module = model
-    distributed = in_process_group()  # DDP in any process group, a one-process one too
-    if distributed:
-        if device.type == "cuda":  # batch statistics over the global batch, as on one GPU
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
-        step_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_model = torch.compile(step_model) if cfg.compile else step_model
-    train_tensor = torch.tensor(train_idx)  # a copy: pandas may hand out read-only arrays
-    for epoch in range(start, cfg.epochs):
-        if cfg.patience and watched_epoch >= 0 and epoch - watched_epoch > cfg.patience:
-            log.info("early stop: no %s gain for %d epochs", cfg.monitor, cfg.patience)
-            break
-        host_gen, device_gen = seed_epoch(cfg.seed, epoch, device)
-        order = epoch_order(train_tensor, drawing, host_gen, cfg.epoch_images)
-        model.train()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        seen = stepped = 0
-        for step, chunk in enumerate(batches(order, cfg.batch_size, drop_last=True),
-                                     start=epoch * steps):
-            x, y = data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)
-            if world > 1:  # the same global batch on every rank; each trains on its share
-                x, y = x[rank::world], y[rank::world]
-            with autocast(device, cfg.precision):
-                loss = cross_entropy(step_model(x), y, weight, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if schedule in CURVES:
-                factor = lr_factor(schedule, step, total_steps, warmup_steps)
-                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    group["lr"] = base * factor
-            optimizer.step()
-            stepped += 1
-            if ema is not None:
-                ema.update()
-            loss_sum += loss.detach() * len(chunk)
-            seen += len(chunk)
-        if distributed:
-            torch.distributed.all_reduce(loss_sum)
-            loss_sum /= world
-        train_loss = float(loss_sum) / max(seen, 1)
-        elapsed = time.perf_counter() - started
-        if ema is not None:  # the whole batch on every rank: the averages stay equal
-            with autocast(device, cfg.precision):
-                ema.recompute_norms(model, (
-                    data.batch(chunk, device_gen if cfg.augment else None, cfg.augmentation)[0]
-                    for chunk in batches(order[:NORM_IMAGES], cfg.batch_size, drop_last=True)))
-        kept = ema.model if ema is not None else model  # what is validated and kept
-        val_probs = predict(kept, data, val_idx, evaluation_batch(cfg.batch_size), cfg.precision)
-        val = scores(labels[val_idx], val_probs)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "images_per_s": seen / elapsed,
-               "seconds": elapsed, "lr": optimizer.param_groups[0]["lr"],
-               "optimizer_steps": stepped, "images_seen": seen,  # the global batches trained
-               **{f"val_{k}": v for k, v in val.items()},
-               "val_loss": log_loss(labels[val_idx], val_probs)}
-        history.append(row)
-        if val["macro_f1"] > best_metric:
-            best_metric, best_epoch = val["macro_f1"], epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in kept.state_dict().items()})
-        if (row[cfg.monitor] < watched) if lower else (row[cfg.monitor] > watched):
-            watched, watched_epoch = row[cfg.monitor], epoch
-        if schedule == "plateau":
-            plateau.step(row[cfg.monitor])
-        log.info("epoch %d/%d loss %.4f val loss %.4f macro-F1 %.4f bal-acc %.4f acc %.4f | "
-                 "lr %.2g | %.0f img/s", epoch + 1, cfg.epochs, train_loss, row["val_loss"],
-                 val["macro_f1"], val["balanced_accuracy"], val["accuracy"], row["lr"],
-                 row["images_per_s"])
-        if checkpoint is not None and rank == 0:
-            save_checkpoint(checkpoint, {
-                "fingerprint": run_id, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "history": history,
-                "best_metric": best_metric, "best_epoch": best_epoch, "best_state": best_state,
-                "watched": watched, "watched_epoch": watched_epoch,
-                "plateau": plateau.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None})
-    if best_state is None:
+    trainer = ClassifierTrainer(model, data, train_idx, val_idx, cfg, checkpoint, optimizer,
+                                select)
+    history = trainer.run()
+    if trainer.best_state is None:
         raise RuntimeError("training ran no epoch: check epochs and the training split")
-    return FitResult(best_state, best_epoch + 1, pd.DataFrame(history))
+    return FitResult(trainer.best_state, trainer.best.epoch + 1, pd.DataFrame(history),
+                     select, trainer.best.value)
