@@ -152,6 +152,8 @@ def test_defaults_are_filled(config):
          "hair_removal.threshold: 300 is greater"),
         (lambda c: c["dataset"].update(source="ftp"), "dataset.source: 'ftp' is not one of"),
         (lambda c: c.update(protocol="leaky"), "protocol: 'leaky' is not one of"),
+        (lambda c: c["classifier"].update(select="val_auc"),
+         "classifier.select: 'val_auc' is not one of ['val_accuracy', 'val_balanced_accuracy',"),
         (lambda c: c["split"].update(val=0.3), "split: train + val + test must sum to 1"),
         (lambda c: c.pop("dataset"), "dataset: 'dataset' is a required property"),
     ],

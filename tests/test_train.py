@@ -111,13 +111,14 @@ def test_early_stopping_stops():
 
 
 def test_the_kept_epoch_follows_select():
-    """macro-F1 by default; a loss column is minimised; the stage comparison reads it."""
+    """classifier.select: macro-F1 by default; a loss column is minimised; the stage
+    comparison reads it."""
     model, data, tr, va = setup()
     by_f1 = fit(model, data, tr, va, CFG)
     assert by_f1.select == "val_macro_f1"
     assert by_f1.best_score == by_f1.history["val_macro_f1"].max()
     model, data, tr, va = setup()
-    by_loss = fit(model, data, tr, va, CFG, select="val_loss")
+    by_loss = fit(model, data, tr, va, replace(CFG, select="val_loss"))
     assert by_loss.best_epoch == by_loss.history["val_loss"].idxmin() + 1
     assert by_loss.best_score == by_loss.history["val_loss"].min()
     worse = replace(by_loss, best_score=by_loss.best_score + 1)
@@ -128,7 +129,7 @@ def test_the_kept_epoch_follows_select():
 def test_checkpoint_selected_by_another_column_is_ignored(tmp_path, caplog):
     model, data, tr, va = setup()
     checkpoint = tmp_path / "last.pt"
-    fit(model, data, tr, va, CFG, checkpoint=checkpoint, select="val_loss")
+    fit(model, data, tr, va, replace(CFG, select="val_loss"), checkpoint=checkpoint)
     model, data, tr, va = setup()
     reference = fit(model, data, tr, va, CFG)
     model, data, tr, va = setup()

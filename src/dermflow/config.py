@@ -19,6 +19,7 @@ import yaml
 
 from dermflow import labels
 from dermflow.errors import ConfigError
+from dermflow.evaluation import selection
 from dermflow.evaluation.declared import declared_pairs
 from dermflow.gan.registry import BALANCES, GENERATORS
 from dermflow.models.registry import MODELS, RECIPES, experiment_settings
@@ -178,6 +179,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         keys["lr_schedule"]["enum"] = list(schedules.SCHEDULES)
         keys["sampling"]["enum"] = list(options.SAMPLINGS)
         keys["tta"]["enum"] = list(options.TTA_VIEWS)
+        keys["monitor"]["enum"] = keys["select"]["enum"] = list(selection.MONITORS)
     return schema
 
 

@@ -70,6 +70,8 @@ def macro_f1(cm: np.ndarray) -> np.ndarray:
 
 SELECTION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1}
+# The history columns an epoch can be judged by (config keys monitor and select)
+MONITORS = (*(f"val_{name}" for name in SELECTION), "val_loss")
 
 
 def selection_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

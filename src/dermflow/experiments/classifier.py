@@ -46,6 +46,7 @@ def stage_config(settings: dict[str, Any], *, epochs: int, lr: float, patience: 
                        weight_decay=settings["weight_decay"], patience=patience,
                        augment=settings["augment"], augmentation=settings["augmentation"],
                        class_weights=settings["class_weights"], monitor=settings["monitor"],
+                       select=settings["select"],
                        plateau_factor=settings["plateau_factor"],
                        plateau_patience=settings["plateau_patience"],
                        betas=tuple(settings["betas"]), optimizer=settings["optimizer"],

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # The paper's plain loop: Adam at a constant rate, no label smoothing, each image once per
 # epoch, no weight average. The baseline section has no recipe keys, so these are fixed.
 PLAIN_LOOP: dict[str, Any] = {
-    "augmentation": "dermoscopy", "monitor": "val_macro_f1", "plateau_factor": 0.2,
+    "augmentation": "dermoscopy", "monitor": "val_macro_f1", "select": "val_macro_f1",
+    "plateau_factor": 0.2,
     "plateau_patience": 0, "betas": (0.9, 0.999), "optimizer": "adam",
     "lr_schedule": "constant", "lr_warmup_epochs": 0.0, "label_smoothing": 0.0,
     "sampling": "uniform", "sampling_power": 0.5, "epoch_images": None, "ema": 0.0}

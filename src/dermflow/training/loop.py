@@ -43,7 +43,6 @@ from dermflow.training.tta import tta_probs
 
 log = logging.getLogger(__name__)
 
-SELECT = "val_macro_f1"  # the history column whose best epoch fit keeps, unless told another
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,8 @@ class TrainConfig:
     augment: bool
     augmentation: str  # a key of batches.AUGMENTATIONS
     class_weights: bool
-    monitor: str  # what early stopping and LR-on-plateau watch (or val_loss)
+    monitor: str  # what early stopping and LR-on-plateau watch (selection.MONITORS)
+    select: str  # the validation column whose best epoch is kept (selection.MONITORS)
     plateau_factor: float  # LR x this after plateau_patience epochs without gain
     plateau_patience: int  # lr_schedule plateau (constant with patience > 0 is plateau)
     betas: tuple[float, float]  # Adam/AdamW
@@ -150,7 +150,7 @@ class ClassifierTrainer(Trainer):
 
     def __init__(self, model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray,
                  val_idx: np.ndarray, cfg: TrainConfig, checkpoint: Path | None,
-                 optimizer: torch.optim.Optimizer, select: str) -> None:
+                 optimizer: torch.optim.Optimizer) -> None:
         labels = data.labels.cpu().numpy()
         super().__init__(
             epochs=cfg.epochs, seed=cfg.seed, device=data.device,
@@ -158,7 +158,7 @@ class ClassifierTrainer(Trainer):
             weights=(image_weights(labels[train_idx], cfg.sampling_power)
                      if cfg.sampling == "balanced" else None),
             epoch_images=cfg.epoch_images, checkpoint=checkpoint, run_id=cfg.fingerprint(),
-            select=select)
+            select=cfg.select)
         self.model, self.data, self.val_idx, self.cfg = model, data, val_idx, cfg
         self.labels, self.optimizer = labels, optimizer
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -296,14 +296,13 @@ class ClassifierTrainer(Trainer):
 def fit(model: torch.nn.Module, data: ImageTensor, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: TrainConfig, checkpoint: Path | None = None,
         optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
-        select: str = SELECT) -> FitResult:
-    """Train, keep the epoch with the best validation ``select``, checkpoint every epoch."""
+        ) -> FitResult:
+    """Train, keep the epoch with the best validation ``cfg.select``, checkpoint every epoch."""
     model.to(data.device, memory_format=torch.channels_last)
     optimizer = optimizer_factory(model) if optimizer_factory else make_optimizer(model, cfg)
-    trainer = ClassifierTrainer(model, data, train_idx, val_idx, cfg, checkpoint, optimizer,
-                                select)
+    trainer = ClassifierTrainer(model, data, train_idx, val_idx, cfg, checkpoint, optimizer)
     history = trainer.run()
     if trainer.best_state is None:
         raise RuntimeError("training ran no epoch: check epochs and the training split")
     return FitResult(trainer.best_state, trainer.best.epoch + 1, pd.DataFrame(history),
-                     select, trainer.best.value)
+                     cfg.select, trainer.best.value)
