@@ -24,8 +24,9 @@ from bench_baseline import timed
 
 from dermflow.config import validate_config
 from dermflow.gan.cgan import CganStep
+from dermflow.gan.networks import build_networks
 from dermflow.gan.step import TO_UNIT
-from dermflow.gan.training import build_networks, fit_gan, gan_config
+from dermflow.gan.training import fit_gan, gan_config
 from dermflow.provenance import cpu_name
 from dermflow.training.batches import ImageTensor
 from dermflow.training.precision import autocast

@@ -108,10 +108,15 @@ def test_an_evaluation_metric_reruns_evaluation_only():
 
 def test_the_engine_reruns_every_trainer_and_the_classifier_loop_no_generator():
     """Classifiers and generators train on one engine; the classifier's own steps
-    (dermflow.training.loop) are not the generators' code."""
+    (dermflow.training.loop) are not the generators' code, and synthesis loads the
+    generator file (dermflow.gan.networks) without the training loop."""
     table = rerun_table(lambda modules: codehash.module_closure(*modules))
     trainers = {"train_baseline", "train_classifier", "train_gan"}
-    assert trainers <= {job.split("[")[0] for job in table["dermflow.training.engine"]}
+    engine = {job.split("[")[0] for job in table["dermflow.training.engine"]}
+    assert trainers <= engine and "generate_synthetic" not in engine
+    assert "generate_synthetic" not in {job.split("[")[0]
+                                        for job in table["dermflow.gan.training"]}
+    assert "generate_synthetic" in {job.split("[")[0] for job in table["dermflow.gan.networks"]}
     assert not {job for job in table["dermflow.training.loop"]
                 if job.startswith(("train_gan", "generate_synthetic", "check_synthetic"))}
 

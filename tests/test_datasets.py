@@ -16,8 +16,8 @@ from dermflow.config import load_config
 from dermflow.data.split import pool_split
 from dermflow.evaluation.leakage import leakage_audit
 from dermflow.experiments.datasets import build_dataset
+from dermflow.gan.networks import build_networks
 from dermflow.gan.synthesis import generate_synthetic
-from dermflow.gan.training import build_networks
 from dermflow.labels import CLASSES
 
 SPLIT = {"train": 0.7, "val": 0.2, "test": 0.1, "seed": 3}

@@ -20,7 +20,8 @@ from dermflow.config import validate_config
 from dermflow.data.cache import load_cache, load_dataset
 from dermflow.data.preparation import recipe
 from dermflow.errors import DamagedFileError
-from dermflow.gan.training import fit_gan, load_networks
+from dermflow.gan.networks import load_networks
+from dermflow.gan.training import fit_gan
 from dermflow.labels import CLASSES
 from dermflow.models import backbones, factory
 from dermflow.models.io import load_model

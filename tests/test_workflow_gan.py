@@ -13,11 +13,11 @@ import torch
 from conftest import SHARED_WEIGHTS, planned_jobs, snakemake
 
 from dermflow.data.cache import load_split_cache
+from dermflow.gan.networks import attention_tensor, load_networks
 from dermflow.gan.perceptual import ALEXNET_FILE
 from dermflow.gan.plan import synthetic_counts
 from dermflow.gan.step import TO_UNIT
 from dermflow.gan.synthesis import synthesize
-from dermflow.gan.training import attention_tensor, load_networks
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor
 

@@ -23,11 +23,11 @@ from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
 from dermflow.errors import DatasetError
 from dermflow.figures import plt, save
+from dermflow.gan.networks import attention_tensor, gather_attention, load_networks
 from dermflow.gan.plan import numbered, plan, synthetic_counts
 from dermflow.gan.registry import generator_kind
 from dermflow.gan.selection import candidate_counts, select_diverse
 from dermflow.gan.step import TO_UNIT, resize
-from dermflow.gan.training import attention_tensor, gather_attention, load_networks
 from dermflow.labels import CLASSES
 from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.precision import autocast

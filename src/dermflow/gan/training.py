@@ -27,44 +27,22 @@ import torch
 from dermflow.atomic import write_csv
 from dermflow.data.cache import load_split_cache, read_array
 from dermflow.data.split import training_pool
-from dermflow.errors import DatasetError, rebuild
+from dermflow.errors import DatasetError
 from dermflow.figures import epoch_axis, plt, save
+from dermflow.gan.networks import attention_tensor, build_networks, gather_attention
 from dermflow.gan.registry import family, generator_kind
 from dermflow.gan.step import TO_UNIT, AdversarialStep, GanConfig
 from dermflow.labels import CLASSES
-from dermflow.torchfile import fill, load_plain, require, save_model
-from dermflow.training.batches import ImageTensor, batches, to_device
+from dermflow.torchfile import save_model
+from dermflow.training.batches import ImageTensor, batches
 from dermflow.training.engine import Row, Trainer, fingerprint
 from dermflow.training.sampling import image_weights
 
 log = logging.getLogger(__name__)
 
-GENERATOR_KEYS = ("state_dict", "critic", "settings", "image_size")  # what load_networks reads
-
-
-def build_networks(settings: dict[str, Any], image_size: int,
-                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Generator and critic (discriminator) of ``gan.kind`` as the ``gan`` section describes."""
-    return family(settings["kind"]).networks(settings, image_size)
-
-
 def make_step(settings: dict[str, Any], generator: torch.nn.Module, critic: torch.nn.Module,
               cfg: GanConfig) -> AdversarialStep:
     return family(settings["kind"]).Step(generator, critic, cfg)
-
-
-def attention_tensor(maps: np.ndarray, device: torch.device, resident: bool) -> torch.Tensor:
-    """The float16 attention maps, on the device when the images are."""
-    tensor = torch.from_numpy(np.array(maps, dtype=np.float16))
-    return tensor.to(device) if resident and device.type == "cuda" else tensor
-
-
-def gather_attention(maps: torch.Tensor | None, rows: torch.Tensor, device: torch.device,
-                     ) -> torch.Tensor | None:
-    """N x 1 x S x S float attention for cache rows (None for generators without it)."""
-    if maps is None:
-        return None
-    return to_device(maps[to_device(rows, maps.device)], device).float().unsqueeze(1)
 
 
 class GanTrainer(Trainer):
@@ -118,20 +96,6 @@ def fit_gan(step: AdversarialStep, data: ImageTensor, attention: torch.Tensor | 
     if not history:
         raise RuntimeError("GAN training ran no epoch: check gan.epochs and the training pool")
     return pd.DataFrame(history)
-
-
-def load_networks(path: str | Path, device: torch.device,
-                  ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
-    """The generator and critic written by train_gan, on ``device``, in eval mode
-    (tensors and plain data only: no code in the file runs)."""
-    remedy = rebuild("train_gan")
-    saved = load_plain(path, remedy=remedy)
-    require(saved, GENERATOR_KEYS, path, what="generator file", remedy=remedy)
-    generator, critic = build_networks(saved["settings"], saved["image_size"])
-    described = f"the {saved['settings']['kind']} networks its settings describe"
-    fill(generator, saved.pop("state_dict"), path, described=described, remedy=remedy)
-    fill(critic, saved.pop("critic"), path, described=described, remedy=remedy)
-    return generator.to(device).eval(), critic.to(device).eval(), saved
 
 
 def plot_losses(history: pd.DataFrame, kind: str, out_png: str | Path) -> None:
