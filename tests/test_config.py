@@ -14,7 +14,7 @@ from dermflow import labels
 from dermflow.config import load_config, schema_defaults, validate_config
 from dermflow.errors import ConfigError
 from dermflow.models.registry import experiment_settings
-from dermflow.training import augmentation, options, schedules, tta
+from dermflow.training import augmentation, loop, options, schedules, tta
 
 
 @pytest.fixture
@@ -67,6 +67,7 @@ def test_a_differing_default_is_named_by_its_key_path():
     ("lr_schedule", schedules, "SCHEDULES", None),
     ("sampling", options, "SAMPLINGS", None),
     ("tta", options, "TTA_VIEWS", tta.VIEWS),
+    ("optimizer", options, "OPTIMIZERS", loop.OPTIMIZERS),
 ])
 def test_a_training_option_takes_the_names_of_its_table(config, monkeypatch, key, module,
                                                          table, implemented):
@@ -171,6 +172,14 @@ def test_every_problem_is_reported_at_once(config):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert "seed:" in str(err.value) and "on_bad_input:" in str(err.value)
+
+
+def test_each_missing_key_is_named_by_itself(config):
+    del config["seed"], config["protocol"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert "seed: 'seed' is a required property" in str(err.value)
+    assert "protocol: 'protocol' is a required property" in str(err.value)
 
 
 def test_strings_from_nested_command_line_config_are_typed(config):

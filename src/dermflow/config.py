@@ -81,8 +81,10 @@ def _key(error: jsonschema.ValidationError) -> str:
         path = ".".join([path, *unknown[:1]]) if path else ", ".join(unknown)
         return path
     if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
-        return ".".join([path, missing[0]]) if path else missing[0]
+        # one error per missing key, named only in its message ("'seed' is a required ...")
+        key = next(k for k in error.validator_value if k not in error.instance
+                   and error.message.startswith(repr(k)))
+        return ".".join([path, key]) if path else key
     return path or "<top level>"
 
 
@@ -179,6 +181,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         keys["lr_schedule"]["enum"] = list(schedules.SCHEDULES)
         keys["sampling"]["enum"] = list(options.SAMPLINGS)
         keys["tta"]["enum"] = list(options.TTA_VIEWS)
+        keys["optimizer"]["enum"] = list(options.OPTIMIZERS)
         keys["monitor"]["enum"] = keys["select"]["enum"] = list(selection.MONITORS)
     return schema
 

@@ -116,9 +116,14 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
     return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=smoothing)
 
 
+# Adam adds weight decay to the gradient (the papers' Keras Adam); AdamW decouples it
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (weight decay added to the gradient) or AdamW (decoupled) over what learns."""
-    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    """The config's optimizer (OPTIMIZERS) over what learns."""
+    kind = OPTIMIZERS[cfg.optimizer]
     return kind((p for p in model.parameters() if p.requires_grad), lr=cfg.lr, betas=cfg.betas,
                 weight_decay=cfg.weight_decay)
 
