@@ -231,13 +231,9 @@ def run_child(stage: str, work: Path) -> None:
             path=[f"{work / f'raw_{n}.zip'}::ISIC_{i:07d}.jpg" for i in range(n)])
         build_cache(table, cfg["image_size"], o("cache.npy"), o("index.csv"), threads=2)
     elif name == "split":
-        from dermflow.atomic import write_csv, write_json
-        from dermflow.data.split import make_split, split_summary
-        s = cfg["split"]
-        split = make_split(pd.read_csv(work / "metadata.csv"), cfg["protocol"],
-                           (s["train"], s["val"], s["test"]), s["seed"])
-        write_csv(split, o("split.csv"))
-        write_json(split_summary(split), o("summary.json"))
+        from dermflow.data.split import split_dataset
+        split_dataset(work / "metadata.csv", cfg["protocol"], cfg["split"],
+                      out_split=o("split.csv"), out_summary=o("summary.json"))
     elif name == "train_baseline":
         from dermflow.training.baseline import train_baseline
         train_baseline(w["cache"], w["index"], w["split"], protocol=cfg["protocol"],
@@ -273,12 +269,9 @@ def run_child(stage: str, work: Path) -> None:
                         out_json=str(work / "quality.json"), out_markdown=o("quality.md"),
                         out_nearest=o("nearest.csv"))
     elif name == "split_pool":
-        from dermflow.atomic import write_csv
-        from dermflow.data.split import pool_split
-        s = cfg["split"]
-        write_csv(pool_split(pd.read_csv(w["split"]), pd.read_csv(w["manifest"]),
-                             cfg["protocol"], (s["train"], s["val"], s["test"]), s["seed"]),
-                  w["pool"])
+        from dermflow.data.split import split_pool
+        split_pool(w["split"], w["manifest"], cfg["protocol"], cfg["split"], folds=1, fold=0,
+                   out_split=w["pool"])
     elif name == "build_dataset":
         from dermflow.experiments.datasets import build_dataset
         target = work / "datasets" / arg

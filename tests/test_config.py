@@ -15,6 +15,7 @@ from dermflow.config import load_config, schema_defaults, validate_config
 from dermflow.errors import ConfigError
 from dermflow.models.registry import experiment_settings
 from dermflow.training import augmentation, loop, options, schedules, tta
+from dermflow.training.baseline import PLAIN_LOOP
 
 
 @pytest.fixture
@@ -172,6 +173,14 @@ def test_every_problem_is_reported_at_once(config):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert "seed:" in str(err.value) and "on_bad_input:" in str(err.value)
+
+
+def test_the_baseline_trains_on_the_classifier_defaults():
+    """The baseline's recipe options are the classifier section's defaults (the plain loop):
+    a default changed in the schema and not there fails here."""
+    classifier = schema_defaults()["classifier"]
+    for key, value in PLAIN_LOOP.items():
+        assert classifier[key] == (list(value) if isinstance(value, tuple) else value), key
 
 
 def test_each_missing_key_is_named_by_itself(config):

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 
 from dermflow.config import load_config
-from dermflow.data.split import pool_split
+from dermflow.data.split import pool_split, split_fractions
 from dermflow.evaluation.leakage import leakage_audit
 from dermflow.experiments.datasets import build_dataset
 from dermflow.gan.networks import build_networks
@@ -70,7 +70,7 @@ def generator_dataset(root: Path, cache: str, index_csv: str, split_csv: str, ma
                       protocol: str, folds: int, fold: int) -> pd.DataFrame:
     """The cgan dataset as split_pool and build_dataset make it from that manifest."""
     pd.DataFrame(pool_split(pd.read_csv(split_csv), pd.read_csv(manifest), protocol,
-                            (SPLIT["train"], SPLIT["val"], SPLIT["test"]), SPLIT["seed"],
+                            split_fractions(SPLIT), SPLIT["seed"],
                             folds=folds, fold=fold)).to_csv(root / "pool.csv", index=False)
     return build_dataset("cgan", cache, index_csv, split_csv, protocol=protocol,
                          split_settings=SPLIT, seed=5, out_csv=root / "cgan.csv",

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import demo_args, fresh_run, planned_jobs
 
-from dermflow.data.split import make_split
+from dermflow.data.split import make_split, split_fractions
 from dermflow.labels import CLASSES
 
 pytestmark = pytest.mark.workflow
@@ -64,7 +64,7 @@ def test_folds_are_lesion_disjoint_class_complete_and_validate_every_image_once(
     folds = pd.read_csv(workdir / "results/cv/folds.csv")
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())["split"]
     today = make_split(pd.read_csv(workdir / "results/data/manifest.csv"), "grouped",
-                       (cfg["train"], cfg["val"], cfg["test"]), cfg["seed"])  # cv.folds: 1
+                       split_fractions(cfg), cfg["seed"])  # cv.folds: 1
     assert set(folds.loc[folds["fold"] == "test", "image_id"]) == set(
         today.loc[today["split"] == "test", "image_id"])  # the same test split as today
     assert folds.groupby("lesion_id")["fold"].nunique().max() == 1

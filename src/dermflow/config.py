@@ -82,8 +82,8 @@ def _key(error: jsonschema.ValidationError) -> str:
         return path
     if error.validator == "required":
         # one error per missing key, named only in its message ("'seed' is a required ...")
-        key = next(k for k in error.validator_value if k not in error.instance
-                   and error.message.startswith(repr(k)))
+        missing = [k for k in error.validator_value if k not in error.instance]
+        key = next((k for k in missing if error.message.startswith(repr(k))), missing[0])
         return ".".join([path, key]) if path else key
     return path or "<top level>"
 

@@ -2,7 +2,7 @@
 
 Every model file (a classifier, the baseline, a generator) is one format: a dict of
 ``state_dict`` (the network's weights) beside plain metadata that says how to rebuild the
-network (``save_model``; dermflow.models.io and dermflow.gan.training read their own keys).
+network (``save_model``; dermflow.models.io and dermflow.gan.networks read their own keys).
 Model files travel between labs (``dermflow predict``), and unpickling runs whatever code a
 pickle names, so every dermflow file (model, checkpoint, generator) is read with
 ``weights_only=True``: tensors, containers and plain values load, anything else is refused

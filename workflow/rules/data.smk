@@ -84,7 +84,8 @@ rule validate_dataset:
         code=stage_hash("validate_dataset"),
     threads: 4
     log:
-        "logs/validate_dataset.log",
+        log="logs/validate_dataset.log",
+        rejected="logs/validate_dataset.quarantine.csv",  # kept when the job fails
     benchmark:
         "results/benchmarks/validate_dataset.tsv"
     conda:

@@ -6,7 +6,7 @@ learning rate. ``single`` is one run with the first ``frozen_layers`` backbone
 layers frozen (papers 001-004, the strong baseline). Each stage is the shared loop
 (dermflow.training.loop.fit) with the settings' recipe options (optimizer, LR schedule,
 label smoothing, sampling, EMA), so it is checkpointed every epoch and resumes; the epoch
-with the best validation score (the loop's ``select``: macro-F1) over all stages is kept.
+with the best validation score (``select``, macro-F1 by default) over all stages is kept.
 Validation during training predicts without test-time augmentation; the recorded test
 scores use the settings' ``tta``.
 """

@@ -161,24 +161,24 @@ class Trainer:
             row = {"epoch": epoch + 1, **self.train_epoch(epoch, order, on_device)}
             row.update(self.validate(order, on_device))
             self.history.append(row)
-            self.select(epoch, row)
+            self.keep_best(epoch, row)
             self.end_epoch(epoch, row)
             self.save(epoch)
         return self.history
 
-    def select(self, epoch: int, row: Row) -> None:
+    def keep_best(self, epoch: int, row: Row) -> None:
         """Keep a copy of the ``kept`` network's weights when this epoch is the best."""
         if self.best is not None and self.best.update(row, epoch):
             self.best_state = copy.deepcopy(
                 {k: v.detach().cpu() for k, v in self.kept().state_dict().items()})
 
     def resume(self) -> None:
-        """Load the checkpoint if it was written by this run (same settings and selection)."""
+        """Load the checkpoint if it was written by this run (its fingerprint: the same
+        settings, the selection column included)."""
         if self.checkpoint is None or not self.checkpoint.is_file():
             return
         saved = load_checkpoint(self.checkpoint, self.device)
-        select = self.best.column if self.best is not None else None
-        if saved["fingerprint"] != self.run_id or saved.get("select") != select:
+        if saved["fingerprint"] != self.run_id:
             self.log.info("ignoring checkpoint %s: it belongs to another configuration",
                           self.checkpoint)
             return

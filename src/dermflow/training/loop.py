@@ -44,7 +44,6 @@ from dermflow.training.tta import tta_probs
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """What defines a training run (its hash names the checkpoint it may resume). No defaults:
@@ -56,7 +55,7 @@ class TrainConfig:
     weight_decay: float
     patience: int  # epochs without gain in ``monitor`` before stopping; 0: never stop early
     augment: bool
-    augmentation: str  # a key of batches.AUGMENTATIONS
+    augmentation: str  # a key of augmentation.AUGMENTATIONS (options.AUGMENTATIONS)
     class_weights: bool
     monitor: str  # what early stopping and LR-on-plateau watch (selection.MONITORS)
     select: str  # the validation column whose best epoch is kept (selection.MONITORS)
