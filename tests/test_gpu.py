@@ -38,7 +38,6 @@ from dermflow.training.augmentation import AUGMENTATIONS
 from dermflow.training.batches import GPU_SHARE, ImageTensor, fits_on_gpu
 from dermflow.training.distributed import rank_world, run_distributed
 from dermflow.training.loop import fit, predict
-from dermflow.training.precision import autocast
 
 pytestmark = pytest.mark.gpu
 
@@ -390,7 +389,7 @@ def test_probabilities_are_the_softmax_of_float32_logits(device: str, network,
     features = []
     hook = head.register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
     with torch.no_grad():
-        with autocast(dev, "bf16"):
+        with loop.autocast(dev, "bf16"):
             rounded = torch.softmax(model(x).float(), 1).cpu().numpy()
         hook.remove()
         expected = torch.softmax(head(features[0].float()).flatten(1), 1).cpu().numpy()
@@ -426,7 +425,7 @@ def test_a_training_step_has_no_host_sync_cuda(resident: bool,
             for policy in AUGMENTATIONS:
                 for chunk in order.split(16):
                     x, y = data.batch(chunk, generator, policy)
-                    with autocast(dev, "bf16"):
+                    with loop.autocast(dev, "bf16"):
                         loss = loop.cross_entropy(model(x), y, None, 0.1)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

@@ -82,10 +82,11 @@ rule validate_dataset:
         min_side=config["validation"]["min_side"],
         raw=local_fingerprint(raw_metadata(), *raw_images()),
         code=stage_hash("validate_dataset"),
+        # the rows set aside when the job fails (a log would outlive a later success)
+        rejected="logs/validate_dataset.quarantine.csv",
     threads: 4
     log:
-        log="logs/validate_dataset.log",
-        rejected="logs/validate_dataset.quarantine.csv",  # kept when the job fails
+        "logs/validate_dataset.log",
     benchmark:
         "results/benchmarks/validate_dataset.tsv"
     conda:

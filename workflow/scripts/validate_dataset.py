@@ -14,5 +14,5 @@ with run_stage(snakemake):
         threads=snakemake.threads,
         out_manifest=snakemake.output.manifest,
         out_quarantine=snakemake.output.quarantine,
-        rejected=snakemake.log.rejected,
+        rejected=snakemake.params.rejected,
     )
