@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 
 from dermflow import labels
 from dermflow.config import load_config, schema_defaults, validate_config
+from dermflow.data.hair import HairParams
 from dermflow.errors import ConfigError
 from dermflow.models.registry import experiment_settings
 from dermflow.training import augmentation, loop, options, schedules, tta
@@ -181,6 +183,14 @@ def test_the_baseline_trains_on_the_classifier_defaults():
     classifier = schema_defaults()["classifier"]
     for key, value in PLAIN_LOOP.items():
         assert classifier[key] == (list(value) if isinstance(value, tuple) else value), key
+
+
+def test_hair_removal_defaults_are_the_schemas():
+    """HairParams restates the hair_removal defaults for callers of the library alone; a
+    default changed in the schema and not there fails here."""
+    section = schema_defaults()["hair_removal"]
+    for name, value in asdict(HairParams()).items():
+        assert section[name] == value, name
 
 
 def test_each_missing_key_is_named_by_itself(config):
