@@ -84,9 +84,19 @@ def test_run_scores_name_the_validation_images_so_runs_pair_up():
     a = run(0, 0, ["v0", "v1"], TEST)
     metrics = {"train_images": {"real": 8, "synthetic": 4}}
     first, again = run_scores(0, 0, a, metrics), run_scores(0, 1, a.iloc[::-1], metrics)
-    assert first["n_val"] == 2 and first["n_train"] == 12
+    assert first["n_val"] == 2 and first["n_train"] == 8
     assert first["val_digest"] == again["val_digest"]
     assert run_scores(0, 0, run(0, 0, ["v0"], TEST), metrics)["val_digest"] != first["val_digest"]
+
+
+def test_runs_of_one_fold_count_the_same_real_training_images_whatever_their_balance():
+    """The t-test's n_val / n_train is the share of real data held out: a C'GAN set's
+    synthetic images or oversampling's repeats must not shrink it (K = 3: 1/2, not 1/4)."""
+    a = run(0, 0, ["v0", "v1"], TEST)
+    counts = [run_scores(0, 0, a, {"train_images": images})["n_train"] for images in (
+        {"real": 8}, {"real": 8, "synthetic": 9}, {"real": 8, "repeat": 5},
+        {"real": 8, "augmented": 9})]
+    assert counts == [8, 8, 8, 8]
 
 
 def test_corrected_t_test_against_a_hand_computed_case():

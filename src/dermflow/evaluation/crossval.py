@@ -85,11 +85,16 @@ def join_runs(runs: dict[tuple[int, int], pd.DataFrame],
 def run_scores(fold: int, seed: int, predictions: pd.DataFrame,
                metrics: dict[str, Any]) -> dict[str, Any]:
     """One run's validation scores, with its sizes and a digest of its validation images
-    (runs of two experiments pair up only where they validated on the same images)."""
+    (runs of two experiments pair up only where they validated on the same images).
+
+    n_train counts the run's real training images only: synthetic, augmented and repeated
+    rows are made from those images and add no observations of their own, and the
+    corrected t-test's n_val / n_train is the share of the real data each run holds out.
+    """
     val = predictions[predictions["split"] == "val"]
     ids = "\n".join(sorted(val["image_id"].astype(str)))
     return {"fold": fold, "seed": seed, "n_val": len(val),
-            "n_train": int(sum(metrics["train_images"].values())),
+            "n_train": int(metrics["train_images"].get("real", 0)),
             "val_digest": hashlib.sha256(ids.encode()).hexdigest()[:16],
             **point(val["label"].to_numpy(), probabilities(val))}
 

@@ -17,7 +17,11 @@ naive variance s^2 / J is replaced by (1 / J + n_val / n_train) s^2; t = mean(d)
 sqrt(that), with J - 1 degrees of freedom, gives the interval and the two-sided p.
 It counts the training randomness that the bootstrap above leaves out; it assumes the
 runs' differences are roughly normal and that n_val / n_train is the same for every run
-(K-fold: about 1 / (K - 1)).
+(K-fold: about 1 / (K - 1)). n_train counts real training images only: the correction is
+for the overlap of the runs' training data, and synthetic, augmented or repeated images
+are derived from that data, so counting them would shrink the correction (for a C'GAN
+set that doubles the training rows, from 1/2 to about 1/4 at K = 3) and make the
+interval too narrow.
 
 Holm's step-down correction controls the family-wise error rate across every declared
 test without assuming independence between them. A declared row that is no test (not
