@@ -14,9 +14,10 @@ a two-convolution stand-in (TinyBackbone), the generator and critic get 4 channe
 train on 2 batches (the whole pool and its maps resident), generate_synthetic's generator
 returns its source image (Copy: the C'GAN's inputs and outputs, none of its compute),
 SmoothGrad takes one sample, the classifiers 512 images per epoch, LPIPS an untrained
-AlexNet, and InceptionV3 is off (no weights offline). cache_images decodes a zip of raw 600x450
-JPEGs one image at a time into a memmap; it runs at two sizes (``--raw``) to show its
-memory does not grow with N.
+AlexNet, and InceptionV3 is off (no weights offline). The stages that read raw 600x450
+JPEGs (validate_dataset, which decodes every image; remove_hair, the DullRazor steps into
+PNGs; cache_images, one image at a time into a memmap) run on a zip of them at two sizes
+(``--raw``, by default 1,000 and all 10,015) to show their memory does not grow with N.
 
 For each child the parent reads ``ru_maxrss`` (peak resident set, from wait4: it includes
 pages of memory-mapped files, which the kernel can drop or write back) and samples
@@ -204,6 +205,14 @@ def settings(work: Path) -> dict[str, Any]:
     return validate_config(cfg)
 
 
+def raw_metadata(work: Path, n: int) -> pd.DataFrame:
+    """The first ``n`` rows of the metadata, each with its raw JPEG in raw_{n}.zip."""
+    archive = work / f"raw_{n}.zip"
+    return pd.read_csv(work / "metadata.csv").iloc[:n].assign(
+        image_id=[f"ISIC_{i:07d}" for i in range(n)],
+        path=[f"{archive}::ISIC_{i:07d}.jpg" for i in range(n)])
+
+
 def run_child(stage: str, work: Path) -> None:
     """Run one stage as its rule's script would, on what the stages before it wrote."""
     import torch
@@ -223,13 +232,26 @@ def run_child(stage: str, work: Path) -> None:
     # the experiments whose classifiers were trained and predicted (at full size: cgan and
     # augment, the balance modes with an extra array, the largest datasets)
     trained = [b for b in BALANCES if (work / "experiments" / b / "predictions.csv").exists()]
-    if name == "cache_images":
+    if name == "validate_dataset":
+        from dermflow.data.validate import write_validation
+        n = int(arg)
+        raw_metadata(work, n).to_csv(o("metadata.csv"), index=False)
+        write_validation(o("metadata.csv"), [work / f"raw_{n}.zip"], threads=2,
+                         out_manifest=o("manifest.csv"), out_quarantine=o("quarantine.csv"),
+                         rejected=o("rejected.csv"))
+    elif name == "remove_hair":
+        from dermflow.data.hair import hair_params, remove_hair_all, summarize
+        n = int(arg)
+        table = raw_metadata(work, n)
+        params = hair_params(cfg["hair_removal"])
+        index = remove_hair_all(table, out / "images", out / "masks", params, threads=2)
+        summarize(table, index, params, cfg["hair_removal"]["figure_images"],
+                  out / "hair_removal_steps.png")
+    elif name == "cache_images":
         from dermflow.data.cache import build_cache
         n = int(arg)
-        table = pd.read_csv(work / "metadata.csv").iloc[:n].assign(
-            image_id=[f"ISIC_{i:07d}" for i in range(n)],
-            path=[f"{work / f'raw_{n}.zip'}::ISIC_{i:07d}.jpg" for i in range(n)])
-        build_cache(table, cfg["image_size"], o("cache.npy"), o("index.csv"), threads=2)
+        build_cache(raw_metadata(work, n), cfg["image_size"], o("cache.npy"), o("index.csv"),
+                    threads=2)
     elif name == "split":
         from dermflow.data.split import split_dataset
         split_dataset(work / "metadata.csv", cfg["protocol"], cfg["split"],
@@ -361,7 +383,8 @@ def run_child(stage: str, work: Path) -> None:
 
 def stages(raw: list[int]) -> list[str]:
     """Every stage in the order the workflow runs them."""
-    return [*(f"cache_images:{n}" for n in raw), "split", "train_baseline",
+    return [*(f"{stage}:{n}" for stage in ("validate_dataset", "remove_hair", "cache_images")
+              for n in raw), "split", "train_baseline",
             "extract_attention", "train_gan", "generate_synthetic", "check_synthetic",
             "split_pool", *(f"build_dataset:{b}" for b in BALANCES),
             *(f"train_classifier:{b}" for b in BALANCES), *(f"predict:{b}" for b in BALANCES),
@@ -422,8 +445,8 @@ def main() -> None:
                         help="folder for the working set (~6 GB at --scale 1)")
     parser.add_argument("--scale", type=float, default=1.0, help="share of HAM10000's 10,015")
     parser.add_argument("--size", type=int, default=224, help="image side of the cache")
-    parser.add_argument("--raw", type=int, nargs=2, default=[250, 1000],
-                        help="raw images decoded by the two cache_images runs")
+    parser.add_argument("--raw", type=int, nargs="+", default=[1000, 10015],
+                        help="raw images read by each run of a raw-image stage")
     parser.add_argument("--limit-gb", type=float, default=12.0,
                         help="kill a stage whose anonymous memory passes this")
     parser.add_argument("--stages", nargs="+", help="only these (default: all, in order)")
@@ -436,6 +459,7 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         run_child(args.child, args.work)
         return
+    args.raw = sorted({min(n, len(metadata(args.scale))) for n in args.raw})
     # in a child too: a child's ru_maxrss starts from its parent's resident set at fork
     subprocess.run([sys.executable, __file__, "--child", "build", "--work", str(args.work),
                     "--scale", str(args.scale), "--size", str(args.size),
