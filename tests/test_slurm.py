@@ -214,6 +214,37 @@ def job_window(log: Path) -> tuple[datetime, datetime]:
     return parse(stamps[0]), parse(stamps[-1])
 
 
+MEMORY = "## Peak host memory of every stage"  # benchmarks/RESULTS.md's section
+STAGE_RULES = {"split": "split_dataset", "build_dataset augment": "build_augmented_dataset"}
+
+
+def measured_peaks() -> dict[str, float]:
+    """Each rule's peak RSS in GB in RESULTS.md's memory section: the largest of its stage's
+    rows in a table, a later table (remeasured) replacing an earlier one."""
+    text = (REPO / "benchmarks/RESULTS.md").read_text()
+    section = text.split(MEMORY, 1)[1].split("\n## ", 1)[0]
+    peaks: dict[str, float] = {}
+    for table in section.split("| stage |")[1:]:
+        found: dict[str, float] = {}
+        for stage, gb in re.findall(r"^\| ([a-z_ /]+?)(?: \(.*?\))? \| ([\d. /]+) \|", table,
+                                    re.M):
+            rule = STAGE_RULES.get(stage, STAGE_RULES.get(stage.split()[0], stage.split()[0]))
+            found[rule] = max(found.get(rule, 0.0), *map(float, gb.split("/")))
+        peaks.update(found)
+    return peaks
+
+
+def test_memory_requests_cover_the_measured_peaks_and_fit_a_16_gb_node():
+    """Each job asks for half as much again as its stage's peak host memory at the paper's
+    size, and none for more than 16 GB: a larger request only waits for a larger node."""
+    peaks = measured_peaks()
+    assert {"train_gan", "check_synthetic", "train_classifier", "report"} <= set(peaks)
+    resources = profile_resources()
+    for rule, peak in peaks.items():
+        assert resources[rule]["mem_mb"] >= 1.5 * peak * 1000, (rule, peak)
+    assert max(asked["mem_mb"] for asked in resources.values()) <= 16000
+
+
 @pytest.mark.workflow
 def test_demo_dag_runs_through_sbatch_on_distinct_gpus(slurm_cluster, tmp_path, monkeypatch):
     for key, value in slurm_cluster.items():
