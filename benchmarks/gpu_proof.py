@@ -21,8 +21,9 @@ It runs, in order, each step once across calls (state in .gpu-proof/):
 
  1. install    the wheels of .whl/ into .gpu-proof/site (none there: the packages installed)
  2. env        device, driver, CUDA, torch and package versions; the imports the DAG needs;
-               torch.compile's prerequisites (Triton builds C at run time: a C compiler and
-               Python.h), without which the compiled steps are skipped with that reason
+               torch.compile's prerequisites (as training checks them: Triton, and the C
+               compiler and Python.h it builds with at run time), without which the
+               compiled steps are skipped with that reason
  3. bench-*    benchmarks/bench_baseline.py, bench_gan.py (fp32 and bf16) and
                bench_classifier.py at 224 px, batch 128 (baseline, classifier) and 32
                (C'GAN), each against its bare loop, alone on the GPU: first, so their
@@ -62,7 +63,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import time
 import xml.etree.ElementTree as ET
@@ -96,7 +96,7 @@ class Step:
     command: list[str]
     estimate: float  # seconds it is expected to take (ESTIMATES)
     gpu_only: bool = False  # skipped by --smoke
-    compiled: bool = False  # runs torch.compile: needs a C compiler and Python.h
+    compiled: bool = False  # runs torch.compile: needs Triton, a C compiler, Python.h
     dag: str | None = None  # the run folder of a Snakemake step (resumable)
     beside: tuple[str, ...] = ()  # short course: steps started beside this one
     report: Path | None = None  # a file it must write; then exit 1 is 'done: N failed'
@@ -246,23 +246,18 @@ def choose_course(args: argparse.Namespace, state: dict) -> str:
 
 
 def compile_missing() -> str | None:
-    """Why torch.compile cannot build its kernels here, or None. Triton compiles a C helper at
-    run time with $CC, else gcc, else clang, against the include folder of Python's default
-    scheme (as triton/runtime/build.py looks them up)."""
-    compiler = os.environ.get("CC")
-    if compiler and not shutil.which(compiler):
-        return f"$CC is {compiler}, which is not on PATH: torch.compile (Triton) builds C with it"
-    if not compiler and not (shutil.which("gcc") or shutil.which("clang")):
-        return ("no C compiler (gcc or clang on PATH, or $CC): torch.compile (Triton) builds "
-                "C at run time; install gcc")
-    scheme = sysconfig.get_default_scheme()
-    include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local"
-                                       else scheme)["include"])
-    if not (include / "Python.h").is_file():
-        return (f"no {include / 'Python.h'}: torch.compile (Triton) compiles against it; "
-                f"install Python's headers (python{sys.version_info[0]}."
-                f"{sys.version_info[1]}-dev)")
-    return None
+    """Why torch.compile cannot build its CUDA kernels here, or None: what training checks
+    before it compiles (dermflow.training.compilation.missing: Triton, the C compiler it
+    builds with at run time, Python.h). Only what compiling needs: compiling a test function,
+    as training does next, would hold a CUDA context in the kit's process all call long."""
+    if str(REPO / "src") not in sys.path:
+        sys.path.insert(0, str(REPO / "src"))  # the repository's code, as kit_env's steps get
+    import torch
+
+    from dermflow.training.compilation import missing
+
+    lacks = missing(torch.device("cuda"))
+    return "torch.compile needs " + " and ".join(lacks) if lacks else None
 
 
 def smoke_config() -> Path:
@@ -508,7 +503,7 @@ def run_steps(args: argparse.Namespace, state: dict, todo: list[Step], started: 
     by_name = {step.name: step for step in todo}
     background: dict[str, Running] = {}  # short course: the DAGs started beside the GPU tests
     records = state["steps"]
-    no_compile = compile_missing()
+    no_compile = compile_missing() if any(step.compiled for step in todo) else None
 
     def left() -> float:
         if args.budget is None:
@@ -863,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     no_compile = compile_missing()
     state["calls"] += 1
-    state["compile"] = no_compile or "ok (a C compiler and Python.h)"
+    state["compile"] = no_compile or "ok (Triton, a C compiler and Python.h)"
     save_state(state)
     budget = "no limit" if args.budget is None else f"{args.budget:.0f} s"
     log(f"call {state['calls']}: budget {budget}, {course} course, work {WORK}, out {args.out}"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dermflow.gan.networks import gather_attention
 from dermflow.training.augmentation import AUGMENTATIONS, augment, keras_augment
 from dermflow.training.batches import ImageTensor, batches
 
@@ -115,6 +116,19 @@ def test_a_batch_bound_for_the_gpu_never_makes_the_host_wait(monkeypatch: pytest
     assert copies.waiting == []
     assert len(copies.pinned) == 2  # the indices, then the gathered images
     assert y.tolist() == [4, 1] and x.shape == (2, 3, 8, 8)
+
+
+def test_attention_bound_for_the_gpu_never_makes_the_host_wait(monkeypatch: pytest.MonkeyPatch):
+    """The GAN's attention maps, kept on the host when they do not fit (attention_tensor),
+    reach the GPU as the images do: gathered for the step's rows, drawn on the host, then
+    copied through pinned memory without waiting."""
+    maps = torch.rand(6, 8, 8).half()
+    copies = Copies(monkeypatch)
+    a = gather_attention(maps, torch.tensor([4, 1]), torch.device("cuda", 0))
+    assert copies.waiting == []
+    assert len(copies.pinned) == 1  # the gathered maps; the rows were on the maps' device
+    assert a is not None and a.dtype == torch.float32 and a.shape == (2, 1, 8, 8)
+    assert torch.equal(a, maps[[4, 1]].float().unsqueeze(1))
 
 
 @pytest.mark.parametrize("policy", sorted(AUGMENTATIONS))

@@ -25,6 +25,8 @@ from conftest import REPO, SmokeCourse, copy_workflow, planned_jobs
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import dermflow.training.compilation as compilation
+
 
 @pytest.fixture
 def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -99,24 +101,36 @@ def test_each_finished_step_is_in_the_output_folder_before_the_next_one_ends(
     assert not list((tmp_path / "out").glob(".*"))  # no half-written file left behind
 
 
-def test_without_a_c_compiler_or_python_h_the_compiled_steps_are_skipped(
+def test_without_triton_a_c_compiler_or_python_h_the_compiled_steps_are_skipped(
         kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kit asks what training asks before it compiles (dermflow.training.compilation)."""
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert "no C compiler" in kit.compile_missing()
-    state = kit.load_state()
-    kit.run_steps(kit_args(kit, tmp_path), state,
-                  [fake(kit, "bench"), fake(kit, "bench-compiled", compiled=True)],
-                  time.monotonic())
-    assert state["steps"]["bench"]["status"] == "done"
-    compiled = state["steps"]["bench-compiled"]
+    monkeypatch.setattr(compilation, "has_triton", lambda: False)
+
+    def compiled_step() -> dict:
+        state = kit.load_state()
+        kit.run_steps(kit_args(kit, tmp_path), state,
+                      [fake(kit, "bench"), fake(kit, "bench-compiled", compiled=True)],
+                      time.monotonic())
+        assert state["steps"]["bench"]["status"] == "done"
+        return state["steps"]["bench-compiled"]
+
+    assert "C compiler" in kit.compile_missing()
+    compiled = compiled_step()
     assert compiled["status"] == "skipped: compile prerequisites"
-    assert "no C compiler" in compiled["reason"] and compiled["calls"] == 0
+    assert "C compiler" in compiled["reason"] and compiled["calls"] == 0
 
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(sysconfig, "get_paths", lambda scheme=None: {"include": str(tmp_path)})
     assert str(tmp_path / "Python.h") in kit.compile_missing()
     (tmp_path / "Python.h").write_text("")
+    # a compiler and Python.h, but no Triton (a CUDA torch without its triton wheel)
+    assert kit.compile_missing() == "torch.compile needs Triton (pip install triton)"
+    compiled = compiled_step()
+    assert compiled["status"] == "skipped: compile prerequisites"
+    assert compiled["reason"] == "torch.compile needs Triton (pip install triton)"
+    monkeypatch.setattr(compilation, "has_triton", lambda: True)
     assert kit.compile_missing() is None
 
     # the GPU tests leave out their torch.compile test, which tests/test_gpu.py still has

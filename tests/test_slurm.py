@@ -1,5 +1,6 @@
-"""The demo DAG, up to its predictions, on a real single-node SLURM cluster (Debian's
-slurm-wlm and munge).
+"""profiles/slurm as snakemake-executor-plugin-slurm reads it (one task per job, GPUs
+through the ``gpu`` resource); and the demo DAG, up to its predictions, on a real
+single-node SLURM cluster (Debian's slurm-wlm and munge).
 
 The fixture starts munged, slurmctld and slurmd in the foreground (no systemd),
 with two fake GPU device nodes for gres, and stops everything it started. The
@@ -22,13 +23,63 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake, with_weights
+from conftest import REPO, copy_workflow, snakemake, with_weights
 
-pytestmark = pytest.mark.workflow
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 SYSTEM_CONF = Path("/etc/slurm")  # where srun inside a job looks (SLURM_CONF does not reach it)
 GPU_RULES = ("train_baseline", "extract_attention", "train_gan", "generate_synthetic",
              "check_synthetic", "train_classifier", "predict")
+PROFILE = REPO / "profiles/slurm/config.yaml"
+RULE = re.compile(r"^\s*rule (\w+):$", re.MULTILINE)
+
+
+def rule_texts() -> dict[str, str]:
+    """Each rule of workflow/rules and its text, up to the next rule."""
+    texts = {}
+    for smk in sorted((REPO / "workflow/rules").glob("*.smk")):
+        parts = RULE.split(smk.read_text())
+        texts.update(zip(parts[1::2], parts[2::2], strict=True))
+    return texts
+
+
+def profile_resources() -> dict[str, dict]:
+    """The resources profiles/slurm gives each rule: its defaults, then its set-resources."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    rules = profile["set-resources"]
+    assert set(rules) <= set(rule_texts()), "set-resources names a rule the workflow lacks"
+    return {rule: {**profile["default-resources"], **rules.get(rule, {})}
+            for rule in rule_texts()}
+
+
+def test_every_slurm_job_is_one_task():
+    """The plugin's srun runs a job's script once per task: a rule of two tasks runs twice,
+    and on a GPU rule ``tasks`` or ``tasks_per_gpu`` becomes ``--ntasks-per-gpu``, one task
+    per GPU, so a 2-GPU train_classifier would train twice, each run starting its own DDP
+    workers. A job on several GPUs must be one process."""
+    resources = profile_resources()
+    assert set(GPU_RULES) < set(resources)
+    for rule, asked in resources.items():
+        assert not {"tasks_per_gpu", "tasks_per_node", "ntasks", "mpi"} & set(asked), rule
+        assert int(asked.get("tasks", 1)) == 1 and int(asked.get("nodes", 1)) == 1, rule
+        assert rule not in GPU_RULES or "tasks" not in asked, rule
+        assert not re.search(r"(^|\s)(-n|--ntasks)", str(asked.get("slurm_extra", ""))), rule
+
+
+def test_gpu_rules_ask_for_their_gpus_through_the_gpu_resource():
+    """As the README's SLURM section says: the rules that run a network declare ``gpu``
+    (train_classifier: classifier.gpus), which the plugin turns into ``--gpus=N``; the profile
+    gives them ``cpus_per_gpu``, memory and runtime, and overrides no GPU count."""
+    texts = rule_texts()
+    assert {rule for rule, text in texts.items() if re.search(r"^\s+gpu=", text, re.M)} \
+        == set(GPU_RULES)
+    assert '["gpus"]' in re.search(r"^\s+gpu=(.*)$", texts["train_classifier"], re.M)[1]
+    for rule, asked in profile_resources().items():
+        assert not {"gpu", "gpus", "gres"} & set(asked), rule
+        assert not re.search(r"--gpus|--gres|(^|\s)-G", str(asked.get("slurm_extra", ""))), rule
+        if rule in GPU_RULES:
+            assert {"cpus_per_gpu", "mem_mb", "runtime"} <= set(asked), rule
+        else:
+            assert "cpus_per_gpu" not in asked, rule
 
 
 def unavailable() -> str | None:
@@ -163,6 +214,38 @@ def job_window(log: Path) -> tuple[datetime, datetime]:
     return parse(stamps[0]), parse(stamps[-1])
 
 
+MEMORY = "## Peak host memory of every stage"  # benchmarks/RESULTS.md's section
+STAGE_RULES = {"split": "split_dataset", "build_dataset augment": "build_augmented_dataset"}
+
+
+def measured_peaks() -> dict[str, float]:
+    """Each rule's peak RSS in GB in RESULTS.md's memory section: the largest of its stage's
+    rows in a table, a later table (remeasured) replacing an earlier one."""
+    text = (REPO / "benchmarks/RESULTS.md").read_text()
+    section = text.split(MEMORY, 1)[1].split("\n## ", 1)[0]
+    peaks: dict[str, float] = {}
+    for table in section.split("| stage |")[1:]:
+        found: dict[str, float] = {}
+        for stage, gb in re.findall(r"^\| ([a-z_ /]+?)(?: \(.*?\))? \| ([\d. /]+) \|", table,
+                                    re.M):
+            rule = STAGE_RULES.get(stage, STAGE_RULES.get(stage.split()[0], stage.split()[0]))
+            found[rule] = max(found.get(rule, 0.0), *map(float, gb.split("/")))
+        peaks.update(found)
+    return peaks
+
+
+def test_memory_requests_cover_the_measured_peaks_and_fit_a_16_gb_node():
+    """Each job asks for half as much again as its stage's peak host memory at the paper's
+    size, and none for more than 16 GB: a larger request only waits for a larger node."""
+    peaks = measured_peaks()
+    assert {"train_gan", "check_synthetic", "train_classifier", "report"} <= set(peaks)
+    resources = profile_resources()
+    for rule, peak in peaks.items():
+        assert resources[rule]["mem_mb"] >= 1.5 * peak * 1000, (rule, peak)
+    assert max(asked["mem_mb"] for asked in resources.values()) <= 16000
+
+
+@pytest.mark.workflow
 def test_demo_dag_runs_through_sbatch_on_distinct_gpus(slurm_cluster, tmp_path, monkeypatch):
     for key, value in slurm_cluster.items():
         monkeypatch.setenv(key, value)
