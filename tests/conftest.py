@@ -27,7 +27,8 @@ from packaging.version import Version
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
-# The one pretrained network the build machines have (AlexNet conv layers, for LPIPS).
+# Offline pretrained weights beside the checkout, where a team keeps them (AlexNet conv layers,
+# for LPIPS); the tests that need them skip without.
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
 
