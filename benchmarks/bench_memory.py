@@ -442,7 +442,7 @@ def volumes(work: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/dermflow-memory"),
-                        help="folder for the working set (~6 GB at --scale 1)")
+                        help="folder for the working set (~10 GB at --scale 1)")
     parser.add_argument("--scale", type=float, default=1.0, help="share of HAM10000's 10,015")
     parser.add_argument("--size", type=int, default=224, help="image side of the cache")
     parser.add_argument("--raw", type=int, nargs="+", default=[1000, 10015],

@@ -45,10 +45,9 @@ def rule_texts() -> dict[str, str]:
 def profile_resources() -> dict[str, dict]:
     """The resources profiles/slurm gives each rule: its defaults, then its set-resources."""
     profile = yaml.safe_load(PROFILE.read_text())
-    rules = profile["set-resources"]
-    assert set(rules) <= set(rule_texts()), "set-resources names a rule the workflow lacks"
-    return {rule: {**profile["default-resources"], **rules.get(rule, {})}
-            for rule in rule_texts()}
+    rules, workflow = profile["set-resources"], rule_texts()
+    assert set(rules) <= set(workflow), "set-resources names a rule the workflow lacks"
+    return {rule: {**profile["default-resources"], **rules.get(rule, {})} for rule in workflow}
 
 
 def test_every_slurm_job_is_one_task():
@@ -219,18 +218,15 @@ STAGE_RULES = {"split": "split_dataset", "build_dataset augment": "build_augment
 
 
 def measured_peaks() -> dict[str, float]:
-    """Each rule's peak RSS in GB in RESULTS.md's memory section: the largest of its stage's
-    rows in a table, a later table (remeasured) replacing an earlier one."""
+    """Each rule's peak RSS in GB in RESULTS.md's memory section's table: the largest of its
+    stage's rows."""
     text = (REPO / "benchmarks/RESULTS.md").read_text()
     section = text.split(MEMORY, 1)[1].split("\n## ", 1)[0]
     peaks: dict[str, float] = {}
-    for table in section.split("| stage |")[1:]:
-        found: dict[str, float] = {}
-        for stage, gb in re.findall(r"^\| ([a-z_ /]+?)(?: \(.*?\))? \| ([\d. /]+) \|", table,
-                                    re.M):
-            rule = STAGE_RULES.get(stage, STAGE_RULES.get(stage.split()[0], stage.split()[0]))
-            found[rule] = max(found.get(rule, 0.0), *map(float, gb.split("/")))
-        peaks.update(found)
+    for stage, gb in re.findall(r"^\| ([a-z_ /]+?)(?: \(.*?\))? \| ([\d. /]+) \|", section,
+                                re.M):
+        rule = STAGE_RULES.get(stage, STAGE_RULES.get(stage.split()[0], stage.split()[0]))
+        peaks[rule] = max(peaks.get(rule, 0.0), *map(float, gb.split("/")))
     return peaks
 
 

@@ -94,7 +94,7 @@ def run_scores(fold: int, seed: int, predictions: pd.DataFrame,
     val = predictions[predictions["split"] == "val"]
     ids = "\n".join(sorted(val["image_id"].astype(str)))
     return {"fold": fold, "seed": seed, "n_val": len(val),
-            "n_train": int(metrics["train_images"].get("real", 0)),
+            "n_train": int(metrics["train_images"]["real"]),
             "val_digest": hashlib.sha256(ids.encode()).hexdigest()[:16],
             **point(val["label"].to_numpy(), probabilities(val))}
 
